@@ -22,7 +22,7 @@ MAX_CHARS = 2_000
 MAX_DEPTH = 32
 MAX_DIGITS = 12
 
-_TOKEN = re.compile(r"\s*(?:([0-9]+)|(\S))")
+_TOKEN = re.compile(r"\s*(?:([0-9]+)|(\S))?")
 
 
 class ExpressionError(ValueError):
