@@ -28,8 +28,9 @@ from metacot_jax.tasks.base import StepCheck, Verdict
 OPS = ("+", "-", "*", "/")
 MAX_STEP_CHARS = 400
 MAX_NUMBERS = 8
+_INT = re.compile(r"-?[0-9]+")
 
-_NUM = r"-?\d{1,12}(?:/\d{1,12})?"
+_NUM = r"-?[0-9]{1,12}(?:/[0-9]{1,12})?"
 _STEP = re.compile(
     rf"^({_NUM}) ([-+*/]) ({_NUM}) = ({_NUM}) \(left:((?: {_NUM})*)\)$")
 
@@ -80,12 +81,17 @@ def parse_numbers(puzzle: str | Sequence[int], *, what: str = "puzzle") -> tuple
     parts = puzzle.replace(",", " ").split()
     if not parts:
       raise ValueError(f"{what} is empty; give numbers like '4 5 6 10'")
-    try:
-      numbers = tuple(int(p) for p in parts)
-    except ValueError:
+    if not all(_INT.fullmatch(p) for p in parts):
       raise ValueError(
-          f"{what} {puzzle!r} must be whole numbers separated by spaces, like '4 5 6 10'"
-      ) from None
+          f"{what} {puzzle!r} must be whole numbers separated by spaces, like '4 5 6 10'")
+    if any(len(p.lstrip("-")) > expression.MAX_DIGITS for p in parts):
+      raise ValueError(
+          f"{what} has a number with more than {expression.MAX_DIGITS} digits")
+    numbers = tuple(int(p) for p in parts)
+  elif isinstance(puzzle, (bytes, bytearray, memoryview)):
+    raise ValueError(
+        f"{what} must be a string like '4 5 6 10' or a sequence of ints, "
+        f"got {type(puzzle).__name__}")
   else:
     try:
       numbers = tuple(puzzle)
@@ -99,6 +105,9 @@ def parse_numbers(puzzle: str | Sequence[int], *, what: str = "puzzle") -> tuple
     raise ValueError(f"{what} {puzzle!r} has a number below 1; numbers must be positive")
   if len(numbers) > MAX_NUMBERS:
     raise ValueError(f"{what} has {len(numbers)} numbers; at most {MAX_NUMBERS} are supported")
+  if any(n >= 10**expression.MAX_DIGITS for n in numbers):
+    raise ValueError(
+        f"{what} has a number with more than {expression.MAX_DIGITS} digits")
   return numbers
 
 
@@ -204,8 +213,9 @@ def verify_answer(numbers: Sequence[int], target: int, answer: str) -> Verdict:
     text = text[len("answer:"):]
   lhs, eq, rhs = text.rpartition("=")
   if eq:
-    if not rhs.strip().isdigit() or int(rhs.strip()[:13]) != target:
-      return Verdict(False, f"right-hand side {rhs.strip()[:20]!r} is not the target {target}")
+    rhs = rhs.strip()
+    if not _INT.fullmatch(rhs) or int(rhs) != target:
+      return Verdict(False, f"right-hand side {rhs[:20]!r} is not the target {target}")
   else:
     lhs = text
   try:
@@ -230,13 +240,20 @@ def _usage_error(used: Counter, given: Counter) -> str:
   return f"does not use {' '.join(map(str, missing))}; every number must be used once"
 
 
-def _moves(a, b):
+def _moves(a, b, negative=False):
   """Canonical ways to combine two (value, payload) items: larger operand first,
-  no negative results, no division by zero. Yields ((x, px), op, (y, py))."""
-  x, y = (a, b) if a[0] >= b[0] else (b, a)
+  no division by zero, and no negative results unless `negative` (needed only to
+  reach a negative target). Equal values are ordered by payload, so that commuted
+  copies coincide. Yields ((x, px), op, (y, py))."""
+  if a[0] != b[0]:
+    x, y = (a, b) if a[0] > b[0] else (b, a)
+  else:
+    x, y = (a, b) if str(a[1]) >= str(b[1]) else (b, a)
   yield x, "+", y
   yield x, "*", y
   yield x, "-", y
+  if negative and x[0] != y[0]:
+    yield y, "-", x
   if y[0] != 0:
     yield x, "/", y
   if x[0] != 0 and x[0] != y[0]:
@@ -247,9 +264,11 @@ def solve(numbers: Sequence[int], target: int) -> list[Solution]:
   """All distinct solutions, by exhaustive search (empty when unsolvable).
 
   Two solutions are the same when their answer expressions are (operands of +
-  and * are ordered larger first, so commuted copies coincide). Intermediate
-  values are never negative; every solvable problem has such a solution.
+  and * are ordered larger first, so commuted copies coincide). For a target of
+  at least 0, intermediate values are never negative (every solvable problem has
+  such a solution); a negative target needs, and gets, negative ones too.
   """
+  negative = target < 0
   found: dict[str, Solution] = {}
 
   def search(items, steps):
@@ -261,7 +280,7 @@ def solve(numbers: Sequence[int], target: int) -> list[Solution]:
     for i in range(len(items)):
       for j in range(i + 1, len(items)):
         rest = items[:i] + items[i + 1:j] + items[j + 1:]
-        for (x, ex), op, (y, ey) in _moves(items[i], items[j]):
+        for (x, ex), op, (y, ey) in _moves(items[i], items[j], negative):
           new_items = rest + ((apply_op(x, op, y), f"({ex} {op} {ey})"),)
           step = format_step(x, op, y, [v for v, _ in new_items])
           search(new_items, steps + [step])
@@ -277,7 +296,7 @@ def _solvable(values: tuple[Fraction, ...], target: Fraction) -> bool:
   for i in range(len(values)):
     for j in range(i + 1, len(values)):
       rest = values[:i] + values[i + 1:j] + values[j + 1:]
-      for (x, _), op, (y, _) in _moves((values[i], None), (values[j], None)):
+      for (x, _), op, (y, _) in _moves((values[i], None), (values[j], None), target < 0):
         if _solvable(tuple(sorted(rest + (apply_op(x, op, y),))), target):
           return True
   return False

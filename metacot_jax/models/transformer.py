@@ -1,0 +1,140 @@
+"""A decoder-only transformer with a policy (LM) head and a value (PRM) head.
+
+One trunk, two heads: `logits_BxLxV` is the next-token policy, `value_logits_BxL`
+the PRM's logit that the prefix ending at each position leads to a right answer.
+The module is pure: a KV cache, when used, is passed in and returned.
+
+Positions are explicit (`positions_BxL`), so one batch can hold rows at different
+depths of decoding: with a cache, keys at cache slots `<= position` are visible
+to a query, which is exactly causal attention over what that row has written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Size of the policy-value LM. Hashable: pass it as a static argument."""
+  vocab_size: int
+  max_len: int = 256
+  d_model: int = 128
+  num_layers: int = 4
+  num_heads: int = 4
+  d_ff: int = 512
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.d_model % self.num_heads:
+      raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
+    for field in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads", "d_ff"):
+      if getattr(self, field) <= 0:
+        raise ValueError(f"ModelConfig.{field} must be positive, got {getattr(self, field)}")
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  def flops_per_token(self, context: int) -> float:
+    """Forward FLOPs per token (matmuls and attention), as in the PaLM appendix."""
+    d, f, n = self.d_model, self.d_ff, self.num_layers
+    matmul = n * (4 * d * d + 2 * d * f) + d * self.vocab_size + d * d + d
+    return 2.0 * matmul + 2.0 * 2 * n * context * d
+
+
+class KVCache(NamedTuple):
+  """One layer's keys and values; slot t holds the token at position t."""
+  k_BxTxHxK: jax.Array
+  v_BxTxHxK: jax.Array
+
+
+def init_cache(config: ModelConfig, batch: int) -> tuple[KVCache, ...]:
+  shape = (batch, config.max_len, config.num_heads, config.head_dim)
+  zeros = jnp.zeros(shape, config.dtype)
+  return tuple(KVCache(zeros, zeros) for _ in range(config.num_layers))
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_BxL, cache: KVCache | None):
+    cfg = self.config
+    qkv = nn.DenseGeneral((3, cfg.num_heads, cfg.head_dim), dtype=cfg.dtype, name="qkv")
+    q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = jnp.moveaxis(qkv(x_BxLxD), 2, 0)
+    if cache is None:
+      keys, values, key_pos = k_BxLxHxK, v_BxLxHxK, positions_BxL
+    else:
+      rows_Bx1 = jnp.arange(x_BxLxD.shape[0])[:, None]
+      keys = cache.k_BxTxHxK.at[rows_Bx1, positions_BxL].set(k_BxLxHxK)
+      values = cache.v_BxTxHxK.at[rows_Bx1, positions_BxL].set(v_BxLxHxK)
+      cache = KVCache(keys, values)
+      key_pos = jnp.broadcast_to(jnp.arange(cfg.max_len), (x_BxLxD.shape[0], cfg.max_len))
+    visible_BxLxT = positions_BxL[:, :, None] >= key_pos[:, None, :]
+    scores_BxHxLxT = jnp.einsum("blhk,bthk->bhlt", q_BxLxHxK, keys) / jnp.sqrt(cfg.head_dim)
+    # finfo.min rather than -inf: a fully masked row then stays finite (uniform), never NaN.
+    scores_BxHxLxT = jnp.where(visible_BxLxT[:, None], scores_BxHxLxT,
+                               jnp.finfo(scores_BxHxLxT.dtype).min)
+    probs_BxHxLxT = jax.nn.softmax(scores_BxHxLxT.astype(jnp.float32), axis=-1).astype(cfg.dtype)
+    out_BxLxHxK = jnp.einsum("bhlt,bthk->blhk", probs_BxHxLxT, values)
+    out_BxLxD = nn.DenseGeneral(cfg.d_model, axis=(-2, -1), dtype=cfg.dtype, name="out")(out_BxLxHxK)
+    return out_BxLxD, cache
+
+
+class Block(nn.Module):
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxLxD, positions_BxL, cache):
+    cfg = self.config
+    h, cache = Attention(cfg, name="attn")(nn.LayerNorm(dtype=cfg.dtype)(x_BxLxD),
+                                           positions_BxL, cache)
+    x_BxLxD = x_BxLxD + h
+    h = nn.Dense(cfg.d_ff, dtype=cfg.dtype)(nn.LayerNorm(dtype=cfg.dtype)(x_BxLxD))
+    h = nn.Dense(cfg.d_model, dtype=cfg.dtype)(nn.gelu(h))
+    return x_BxLxD + h, cache
+
+
+class PolicyValueLM(nn.Module):
+  """`(tokens, positions, cache) -> (logits, value_logits, cache)`."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxL, positions_BxL=None, cache=None):
+    cfg = self.config
+    if positions_BxL is None:
+      positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
+    x_BxLxD = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, name="embed")(tokens_BxL)
+    pos_emb = self.param("pos_embed", nn.initializers.normal(0.02), (cfg.max_len, cfg.d_model))
+    x_BxLxD = x_BxLxD + pos_emb[positions_BxL].astype(cfg.dtype)
+    new_cache = []
+    for i in range(cfg.num_layers):
+      x_BxLxD, layer_cache = Block(cfg, name=f"block_{i}")(
+          x_BxLxD, positions_BxL, None if cache is None else cache[i])
+      new_cache.append(layer_cache)
+    x_BxLxD = nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BxLxD)
+    logits_BxLxV = nn.Dense(cfg.vocab_size, dtype=cfg.dtype, name="lm_head")(x_BxLxD)
+    h = nn.gelu(nn.Dense(cfg.d_model, dtype=cfg.dtype, name="value_hidden")(x_BxLxD))
+    value_logits_BxL = nn.Dense(1, dtype=cfg.dtype, name="value_head")(h)[..., 0]
+    return (logits_BxLxV.astype(jnp.float32), value_logits_BxL.astype(jnp.float32),
+            None if cache is None else tuple(new_cache))
+
+
+def init_params(config: ModelConfig, rng: jax.Array):
+  tokens = jnp.zeros((1, min(8, config.max_len)), jnp.int32)
+  return PolicyValueLM(config).init(rng, tokens)["params"]
+
+
+def forward(params, config: ModelConfig, tokens_BxL, positions_BxL=None, cache=None):
+  """Pure forward pass; returns (logits_BxLxV, value_logits_BxL, cache)."""
+  return PolicyValueLM(config).apply({"params": params}, tokens_BxL, positions_BxL, cache)
+
+
+def count_params(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))

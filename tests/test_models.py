@@ -1,0 +1,308 @@
+"""Tests of the policy-value transformer and its KV-cache sampler."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metacot_jax.models import (ModelConfig, SamplingConfig, forward, init_params, prefill, sample,
+                                sequence_logprobs)
+from metacot_jax.models.sampling import check_fits
+
+CFG = ModelConfig(vocab_size=61, max_len=32, d_model=32, num_layers=2, num_heads=4, d_ff=64)
+# Right-padded prompts of different lengths (5, 2 and 3 tokens).
+PROMPT = np.array([[5, 6, 7, 8, 9], [10, 11, 0, 0, 0], [12, 13, 14, 0, 0]], np.int32)
+PROMPT_LENGTHS = np.array([5, 2, 3], np.int32)
+
+
+@functools.cache
+def _params():
+  return jax.jit(init_params, static_argnums=0)(CFG, jax.random.PRNGKey(0))
+
+
+@pytest.fixture(scope="module")
+def params():
+  return _params()
+
+
+def _random_tokens(seed, shape):
+  return np.asarray(jax.random.randint(jax.random.PRNGKey(seed), shape, 3, CFG.vocab_size),
+                    np.int32)
+
+
+@jax.jit
+def _forward_max_len(params, tokens_BxT):
+  logits, values, _ = forward(params, CFG, tokens_BxT)
+  return logits, values
+
+
+def _full_forward(params, tokens):
+  """Reference full forward; padded on the right to max_len so it compiles once per batch."""
+  tokens = np.asarray(tokens, np.int32)
+  width = tokens.shape[1]
+  padded = np.zeros((tokens.shape[0], CFG.max_len), np.int32)
+  padded[:, :width] = tokens
+  logits, values = _forward_max_len(params, padded)
+  return np.asarray(logits[:, :width]), np.asarray(values[:, :width])
+
+
+def _log_softmax(x):
+  x = np.asarray(x, np.float64)
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+class ForwardTest(chex.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.params = _params()
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_output_shapes(self):
+    fn = self.variant(functools.partial(forward, config=CFG))
+    tokens = _random_tokens(1, (3, 11))
+    logits, values, cache = fn(self.params, tokens_BxL=tokens)
+    chex.assert_shape(logits, (3, 11, CFG.vocab_size))
+    chex.assert_shape(values, (3, 11))
+    chex.assert_tree_all_finite((logits, values))
+    assert cache is None
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_causal_by_perturbation(self):
+    fn = self.variant(lambda p, x: forward(p, CFG, x)[:2])
+    tokens = _random_tokens(3, (2, 12))
+    t = 6
+    changed = tokens.copy()
+    changed[:, t] = (changed[:, t] + 7 - 3) % (CFG.vocab_size - 3) + 3
+    assert (changed[:, t] != tokens[:, t]).all()
+    logits, values = fn(self.params, tokens)
+    logits2, values2 = fn(self.params, changed)
+    np.testing.assert_allclose(logits2[:, :t], logits[:, :t], atol=1e-6)
+    np.testing.assert_allclose(values2[:, :t], values[:, :t], atol=1e-6)
+    # Position t and later do see the change.
+    assert np.abs(np.asarray(logits2[:, t:] - logits[:, t:])).max(-1).min() > 1e-4
+    assert np.abs(np.asarray(values2[:, t:] - values[:, t:])).min() > 0
+
+  def test_causal_by_gradient(self):
+    """Output t has zero gradient w.r.t. the positional embeddings of positions > t."""
+    tokens = _random_tokens(4, (2, 10))
+
+    def output_t(pos_embed, t):
+      params = {**self.params, "pos_embed": pos_embed}
+      logits, values, _ = forward(params, CFG, tokens)
+      return logits[:, t].sum() + values[:, t].sum()
+
+    grad_fn = jax.jit(jax.grad(output_t))
+    for t in (0, 4, 9):
+      g = grad_fn(self.params["pos_embed"], t)
+      chex.assert_shape(g, (CFG.max_len, CFG.d_model))
+      norms = np.abs(np.asarray(g)).sum(-1)
+      np.testing.assert_array_equal(norms[t + 1:], 0.0)
+      assert (norms[:t + 1] > 0).all()
+
+
+def test_kv_cache_matches_full_forward(params):
+  """Prefill + one token at a time, rows at different depths == one full forward."""
+  total = 12
+  full = _random_tokens(6, (3, total))
+  prompt = np.zeros_like(PROMPT)
+  for b, n in enumerate(PROMPT_LENGTHS):
+    prompt[b, :n] = full[b, :n]
+  ref_logits, ref_values = _full_forward(params, full)
+
+  pre = jax.jit(prefill, static_argnums=1)(params, CFG, prompt, PROMPT_LENGTHS)
+  rows = np.arange(3)
+  chex.assert_shape(pre.next_logits_BxV, (3, CFG.vocab_size))
+  chex.assert_shape(pre.value_logits_B, (3,))
+  np.testing.assert_allclose(pre.next_logits_BxV, ref_logits[rows, PROMPT_LENGTHS - 1], atol=1e-4)
+  np.testing.assert_allclose(pre.value_logits_B, ref_values[rows, PROMPT_LENGTHS - 1], atol=1e-4)
+
+  step = jax.jit(functools.partial(forward, config=CFG))
+  cache = pre.cache
+  for t in range(total - PROMPT_LENGTHS.max()):
+    pos = PROMPT_LENGTHS + t
+    token = full[rows, pos]
+    logits, values, cache = step(params, tokens_BxL=jnp.asarray(token[:, None]),
+                                 positions_BxL=jnp.asarray(pos[:, None]), cache=cache)
+    np.testing.assert_allclose(logits[:, 0], ref_logits[rows, pos], atol=1e-4)
+    np.testing.assert_allclose(values[:, 0], ref_values[rows, pos], atol=1e-4)
+  assert len(cache) == CFG.num_layers
+  for layer in cache:
+    chex.assert_shape([layer.k_BxTxHxK, layer.v_BxTxHxK],
+                      (3, CFG.max_len, CFG.num_heads, CFG.head_dim))
+    # Each row wrote exactly its slots 0 .. (last position); the rest are untouched zeros.
+    written = np.abs(np.asarray(layer.k_BxTxHxK)).sum((2, 3)) > 0
+    last = PROMPT_LENGTHS + total - PROMPT_LENGTHS.max() - 1
+    for b in range(3):
+      assert written[b, :max(last[b], PROMPT.shape[1] - 1) + 1].all()
+      assert not written[b, max(last[b], PROMPT.shape[1] - 1) + 1:].any()
+
+
+N = 10  # new tokens; one shared value keeps the number of compiles down
+
+
+def _sample(params, key, temperature=1.0, **kw):
+  return sample(params, jax.random.PRNGKey(key), PROMPT, PROMPT_LENGTHS, config=CFG,
+                sampling=SamplingConfig(N, temperature, **kw))
+
+
+def _joined(prompt_lengths, prompt, tokens):
+  """Each row's prompt followed by its generated tokens, right-padded."""
+  n = tokens.shape[1]
+  out = np.zeros((len(prompt), prompt.shape[1] + n), np.int32)
+  mask = np.zeros_like(out, np.float32)
+  for b, p in enumerate(prompt_lengths):
+    out[b, :p] = prompt[b, :p]
+    out[b, p:p + n] = tokens[b]
+    mask[b, p:p + n] = 1.0
+  return out, mask
+
+
+def test_sample_values_match_full_forward(params):
+  n = N
+  out = _sample(params, 0, 1.0)
+  chex.assert_shape([out.tokens_BxN, out.logprobs_BxN, out.values_BxN], (3, n))
+  chex.assert_shape([out.lengths_B, out.stopped_B], (3,))
+  joined, _ = _joined(PROMPT_LENGTHS, PROMPT, np.asarray(out.tokens_BxN))
+  ref_logits, ref_values = _full_forward(params, joined)
+  ref_logp = _log_softmax(ref_logits)
+  for b, p in enumerate(PROMPT_LENGTHS):
+    # The value after generated token t sits at position p + t.
+    np.testing.assert_allclose(out.values_BxN[b], ref_values[b, p:p + n], atol=1e-4)
+    # The token at p + t was predicted from position p + t - 1.
+    expected = ref_logp[b, np.arange(p - 1, p + n - 1), joined[b, p:p + n]]
+    np.testing.assert_allclose(out.logprobs_BxN[b], expected, atol=1e-4)
+  np.testing.assert_array_equal(out.lengths_B, n)
+  assert not np.asarray(out.stopped_B).any()
+
+
+def test_sample_deterministic_per_key(params):
+  a = _sample(params, 1)
+  b = _sample(params, 1)
+  c = _sample(params, 2)
+  chex.assert_trees_all_equal(a, b)
+  assert (np.asarray(a.tokens_BxN) != np.asarray(c.tokens_BxN)).any()
+  assert np.asarray(a.tokens_BxN).min() >= 0
+  assert np.asarray(a.tokens_BxN).max() < CFG.vocab_size
+
+
+def test_greedy_is_stepwise_argmax_of_full_forward(params):
+  out = _sample(params, 3, 0.0)
+  seq = PROMPT.copy()
+  seq = np.concatenate([seq, np.zeros((3, N), np.int32)], 1)
+  rows = np.arange(3)
+  for t in range(N):
+    logits, _ = _full_forward(params, seq)
+    seq[rows, PROMPT_LENGTHS + t] = np.argmax(logits[rows, PROMPT_LENGTHS + t - 1], -1)
+  expected = np.stack([seq[b, p:p + N] for b, p in enumerate(PROMPT_LENGTHS)])
+  np.testing.assert_array_equal(out.tokens_BxN, expected)
+  # Greedy ignores the key.
+  chex.assert_trees_all_equal(out, _sample(params, 4, 0.0))
+
+
+def test_top_k_one_is_greedy(params):
+  greedy = _sample(params, 0, 0.0)
+  top1 = _sample(params, 5, 1.0, top_k=1)
+  np.testing.assert_array_equal(top1.tokens_BxN, greedy.tokens_BxN)
+
+
+def test_top_k_restricts_to_k_best(params):
+  k = 3
+  out = _sample(params, 6, 1.0, top_k=k)
+  joined, _ = _joined(PROMPT_LENGTHS, PROMPT, np.asarray(out.tokens_BxN))
+  ref_logits, _ = _full_forward(params, joined)
+  for b, p in enumerate(PROMPT_LENGTHS):
+    for t in range(N):
+      best = np.argsort(-ref_logits[b, p + t - 1])[:k]
+      assert out.tokens_BxN[b, t] in best
+
+
+def test_stop_tokens_end_rows_independently(params):
+  n = N
+  free = _sample(params, 7, 1.0)
+  tokens = np.asarray(free.tokens_BxN)
+  stop_ids = (int(tokens[0, 2]), int(tokens[1, 6]))
+  is_stop = np.isin(tokens, stop_ids)
+  expected_len = np.where(is_stop.any(1), is_stop.argmax(1) + 1, n)
+  expected_stopped = is_stop.any(1)
+  # The case is informative: rows stop at different steps and one runs to the end.
+  assert len(set(expected_len.tolist())) == 3
+  assert expected_stopped.tolist().count(False) >= 1
+
+  out = _sample(params, 7, 1.0, stop_ids=stop_ids)
+  np.testing.assert_array_equal(out.lengths_B, expected_len)
+  np.testing.assert_array_equal(out.stopped_B, expected_stopped)
+  for b, length in enumerate(expected_len):
+    np.testing.assert_array_equal(out.tokens_BxN[b, :length], tokens[b, :length])
+    np.testing.assert_allclose(out.logprobs_BxN[b, :length], free.logprobs_BxN[b, :length],
+                               atol=1e-5)
+    np.testing.assert_array_equal(out.tokens_BxN[b, length:], 0)
+    np.testing.assert_array_equal(out.logprobs_BxN[b, length:], 0.0)
+    np.testing.assert_array_equal(out.values_BxN[b, length:], 0.0)
+    if expected_stopped[b]:
+      assert out.tokens_BxN[b, length - 1] in stop_ids
+
+
+def test_all_rows_stopping_ends_early(params):
+  n = N
+  free = _sample(params, 8, 1.0)
+  stop_ids = tuple(int(t) for t in np.asarray(free.tokens_BxN)[:, 0])
+  out = _sample(params, 8, 1.0, stop_ids=stop_ids)
+  np.testing.assert_array_equal(out.lengths_B, 1)
+  assert np.asarray(out.stopped_B).all()
+  np.testing.assert_array_equal(out.tokens_BxN[:, 1:], 0)
+
+
+def test_sequence_logprobs_by_hand(params):
+  tokens = _random_tokens(9, (3, 10))
+  mask = np.zeros((3, 10), np.float32)
+  mask[0, 3:] = 1.0
+  mask[1, 1:5] = 1.0
+  mask[2, [2, 7, 9]] = 1.0
+  got = sequence_logprobs(params, tokens, mask, config=CFG)
+  chex.assert_shape(got, (3,))
+  logp = _log_softmax(_full_forward(params, tokens)[0])
+  expected = [sum(logp[b, t - 1, tokens[b, t]] for t in range(1, 10) if mask[b, t])
+              for b in range(3)]
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_sequence_logprobs_match_sampler(params):
+  out = _sample(params, 10, 1.0)
+  joined, mask = _joined(PROMPT_LENGTHS, PROMPT, np.asarray(out.tokens_BxN))
+  got = sequence_logprobs(params, joined, mask, config=CFG)
+  np.testing.assert_allclose(got, np.asarray(out.logprobs_BxN).sum(1), atol=1e-4)
+
+
+def test_check_fits_and_sample_reject_overlong(params):
+  width = PROMPT.shape[1]
+  ok = SamplingConfig(max_new_tokens=CFG.max_len - width)
+  check_fits(CFG, width, ok)
+  too_long = SamplingConfig(max_new_tokens=CFG.max_len - width + 1)
+  with pytest.raises(ValueError, match="exceeds the model's max_len 32"):
+    check_fits(CFG, width, too_long)
+  with pytest.raises(ValueError, match="max_len"):
+    sample(params, jax.random.PRNGKey(0), PROMPT, PROMPT_LENGTHS, config=CFG,
+           sampling=too_long)
+
+
+def test_model_config_validation():
+  with pytest.raises(ValueError, match="divisible"):
+    ModelConfig(vocab_size=61, d_model=30, num_heads=4)
+  with pytest.raises(ValueError, match="num_layers"):
+    ModelConfig(vocab_size=61, d_model=32, num_layers=0, num_heads=4)
+  assert ModelConfig(vocab_size=61, d_model=32, num_heads=4).head_dim == 8
+
+
+def test_sampling_config_validation():
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    SamplingConfig(max_new_tokens=0)
+  with pytest.raises(ValueError, match="temperature"):
+    SamplingConfig(max_new_tokens=4, temperature=-1.0)
+  with pytest.raises(ValueError, match="top_k"):
+    SamplingConfig(max_new_tokens=4, top_k=-1)
