@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers as numbers_lib
 import re
 from collections import Counter
 from fractions import Fraction
@@ -99,8 +100,10 @@ def parse_numbers(puzzle: str | Sequence[int], *, what: str = "puzzle") -> tuple
       raise ValueError(
           f"{what} must be a string like '4 5 6 10' or a sequence of ints, "
           f"got {type(puzzle).__name__}") from None
-    if not numbers or not all(isinstance(n, int) and not isinstance(n, bool) for n in numbers):
+    if not numbers or not all(isinstance(n, numbers_lib.Integral) and not isinstance(n, bool)
+                              for n in numbers):
       raise ValueError(f"{what} {puzzle!r} must be a non-empty sequence of ints")
+    numbers = tuple(int(n) for n in numbers)  # numpy and JAX integers too
   if any(n <= 0 for n in numbers):
     raise ValueError(f"{what} {puzzle!r} has a number below 1; numbers must be positive")
   if len(numbers) > MAX_NUMBERS:

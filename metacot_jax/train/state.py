@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import optax
@@ -26,11 +27,19 @@ class OptimizerConfig:
       raise ValueError(f"need total_steps > 0 and warmup_steps >= 0, got {self}")
 
 
+@functools.cache
 def make_optimizer(cfg: OptimizerConfig) -> optax.GradientTransformation:
+  """AdamW on a warmup-cosine schedule; one shared object per config.
+
+  The optimizer is a static field of `TrainState`, so sharing it keeps the pytree
+  structure of states from equal configs equal and jitted steps compile once.
+  """
+  # Warmup longer than the run is cut to the run; optax needs decay_steps > warmup_steps.
+  warmup = min(cfg.warmup_steps, cfg.total_steps)
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=cfg.learning_rate,
-      warmup_steps=min(cfg.warmup_steps, cfg.total_steps),
-      decay_steps=max(cfg.total_steps, 1), end_value=cfg.learning_rate * cfg.end_lr_fraction)
+      init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=warmup,
+      decay_steps=max(cfg.total_steps, warmup + 1),
+      end_value=cfg.learning_rate * cfg.end_lr_fraction)
   return optax.chain(
       optax.clip_by_global_norm(cfg.clip_norm),
       optax.adamw(schedule, b2=cfg.b2, weight_decay=cfg.weight_decay))

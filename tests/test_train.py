@@ -1,0 +1,264 @@
+"""Tests of the losses, the SFT step, the resumable loop and checkpoints."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metacot_jax.data.examples import cot_pairs, sft_arrays
+from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.models import ModelConfig, init_params
+from metacot_jax.search.greedy import greedy_accuracy
+from metacot_jax.tasks import game24
+from metacot_jax.train import (Checkpoints, OptimizerConfig, batch_indices, create_train_state,
+                               make_optimizer, masked_token_loss, sft_step, train, value_loss)
+from metacot_jax.train.steps import sft_loss_fn
+
+
+_init_params = jax.jit(init_params, static_argnums=0)
+
+
+def _state(model, opt, seed):
+  """A fresh train state; params initialized under jit (eager init compiles op by op)."""
+  return create_train_state(None, model, opt, params=_init_params(model, jax.random.PRNGKey(seed)))
+
+
+def _log_softmax(x):
+  x = np.asarray(x, np.float64)
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+class LossTest(chex.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(0)
+    self.logits = rng.normal(size=(2, 6, 9)).astype(np.float32)
+    self.tokens = rng.integers(0, 9, size=(2, 6)).astype(np.int32)
+    self.mask = np.array([[1, 0, 1, 1, 0, 0], [0, 0, 0, 1, 1, 1]], np.float32)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_masked_token_loss_by_hand(self):
+    loss, count = self.variant(masked_token_loss)(self.logits, self.tokens, self.mask)
+    chex.assert_shape([loss, count], ())
+    logp = _log_softmax(self.logits)
+    terms = [-logp[b, t - 1, self.tokens[b, t]]
+             for b in range(2) for t in range(1, 6) if self.mask[b, t]]
+    # mask[:, 0] is ignored: nothing predicts the first token.
+    assert count == len(terms) == 5
+    np.testing.assert_allclose(loss, np.mean(terms), rtol=1e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_masked_token_loss_ignores_masked_positions(self):
+    fn = self.variant(masked_token_loss)
+    loss, _ = fn(self.logits, self.tokens, self.mask)
+    # Logits at t predict token t + 1: perturb every logit whose target is masked out,
+    # plus the last position (which predicts nothing), and every masked-out target token.
+    predicts_masked = np.concatenate([self.mask[:, 1:] == 0, np.ones((2, 1), bool)], 1)
+    noisy = self.logits + 50.0 * predicts_masked[..., None] * np.random.default_rng(1).normal(
+        size=self.logits.shape).astype(np.float32)
+    other_tokens = np.where(self.mask > 0, self.tokens, (self.tokens + 3) % 9)
+    loss2, _ = fn(noisy, other_tokens.astype(np.int32), self.mask)
+    np.testing.assert_allclose(loss2, loss, rtol=1e-6)
+    # ... while an unmasked target does move it.
+    moved = self.logits.copy()
+    moved[1, 3, self.tokens[1, 4]] += 5.0
+    loss3, _ = fn(moved, self.tokens, self.mask)
+    assert loss3 < loss - 1e-3
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_masked_token_loss_empty_mask_is_zero(self):
+    loss, count = self.variant(masked_token_loss)(self.logits, self.tokens,
+                                                  np.zeros_like(self.mask))
+    assert count == 0
+    assert loss == 0.0
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_value_loss_by_hand(self):
+    value_logits = np.array([[0.5, -1.0, 2.0, 0.0], [-3.0, 1.5, 0.25, -0.5]], np.float32)
+    positions = np.array([[2, 1, 0], [3, 0, 1]], np.int32)
+    labels = np.array([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]], np.float32)
+    weights = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]], np.float32)
+    loss, acc = self.variant(value_loss)(value_logits, positions, labels, weights)
+    chex.assert_shape([loss, acc], ())
+    # Used slots: logit 2.0 -> 1, -1.0 -> 1, -0.5 -> 0, -3.0 -> 1, 1.5 -> 1.
+    x = np.array([2.0, -1.0, -0.5, -3.0, 1.5])
+    y = np.array([1.0, 1.0, 0.0, 1.0, 1.0])
+    bce = -(y * np.log(1 / (1 + np.exp(-x))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-x))))
+    np.testing.assert_allclose(loss, bce.mean(), rtol=1e-5)
+    np.testing.assert_allclose(acc, 3 / 5, rtol=1e-6)  # right: 2.0, -0.5, 1.5
+
+
+# ---------------------------------------------------------------------------------------------
+# SFT: a tiny model memorizes a handful of Game of 24 solutions.
+
+TOK = Tokenizer()
+PUZZLES = ["4 5 6 10", "1 1 4 6", "3 3 8 8", "2 3 5 12", "1 2 4 7"]
+SFT_MODEL = ModelConfig(vocab_size=TOK.vocab_size, max_len=128, d_model=64, num_layers=2,
+                        num_heads=4, d_ff=256)
+SFT_STEPS = 150
+LOSS_BOUND = 0.05
+
+
+@pytest.fixture(scope="module")
+def sft_run():
+  problems = [game24.make(p) for p in PUZZLES]
+  pairs = cot_pairs(problems, 1)
+  data = sft_arrays(TOK, pairs, 96)
+  opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=10, total_steps=SFT_STEPS)
+  state = _state(SFT_MODEL, opt, 0)
+  loss_fn = jax.jit(functools.partial(sft_loss_fn, config=SFT_MODEL, value_weight=0.0))
+  batch = {k: data[k] for k in ("tokens", "loss_mask")}
+  initial_loss = float(loss_fn(state.params, batch)[1]["token_loss"])
+  state, metrics = train(state, data, functools.partial(sft_step, config=SFT_MODEL),
+                         num_steps=SFT_STEPS, batch_size=len(pairs), seed=0)
+  final_loss = float(loss_fn(state.params, batch)[1]["token_loss"])
+  return problems, pairs, state, metrics, initial_loss, final_loss
+
+
+def test_sft_memorizes_solutions(sft_run):
+  problems, pairs, state, metrics, initial_loss, final_loss = sft_run
+  assert int(state.step) == SFT_STEPS
+  assert initial_loss > 5.0  # near log(vocab) at init
+  assert final_loss < LOSS_BOUND
+  assert np.isfinite(metrics["grad_norm"])
+  assert metrics["tokens"] == sum(len(TOK.encode(c, eos=True)) for _, c in pairs)
+
+
+def test_sft_greedy_reproduces_solutions(sft_run):
+  problems, pairs, state, *_ = sft_run
+  longest = max(len(TOK.encode(c, eos=True)) for _, c in pairs)
+  assert longest > 48  # the decode budget below must cover whole solutions
+  acc, texts = greedy_accuracy(state.params, SFT_MODEL, TOK, problems, max_new_tokens=64,
+                               batch_size=8)
+  assert texts == [c for _, c in pairs]
+  assert acc == 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The resumable loop and checkpoints.
+
+SMALL = ModelConfig(vocab_size=40, max_len=32, d_model=32, num_layers=1, num_heads=2, d_ff=64)
+SMALL_OPT = OptimizerConfig(learning_rate=1e-2, warmup_steps=3, total_steps=20)
+SMALL_STEP = functools.partial(sft_step, config=SMALL)
+
+
+def _small_data():
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(3, SMALL.vocab_size, size=(8, 16)).astype(np.int32)
+  mask = (rng.random((8, 16)) < 0.7).astype(np.float32)
+  return {"tokens": tokens, "loss_mask": mask}
+
+
+def _counting(step_fn, calls):
+  def fn(state, batch):
+    calls.append(int(state.step))
+    return step_fn(state, batch)
+  return fn
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+  data = _small_data()
+  kw = dict(batch_size=4, seed=3)
+  run_a, _ = train(_state(SMALL, SMALL_OPT, 0), data, SMALL_STEP,
+                   num_steps=20, **kw)
+  params_a = jax.device_get(run_a.params)
+
+  config = {"model": {"d_model": SMALL.d_model}, "note": "resume test"}
+  ckpt = Checkpoints(tmp_path)
+  run_b, _ = train(_state(SMALL, SMALL_OPT, 0), data, SMALL_STEP,
+                   num_steps=10, checkpoints=ckpt, checkpoint_every=5, config_to_save=config, **kw)
+  assert int(run_b.step) == 10
+  assert ckpt.latest_step() == 10
+  ckpt.close()
+  del run_b  # the "killed" process: only the checkpoint directory survives
+
+  fresh = _state(SMALL, SMALL_OPT, 42)
+  assert not np.allclose(fresh.params["lm_head"]["kernel"], params_a["lm_head"]["kernel"])
+  calls = []
+  ckpt2 = Checkpoints(tmp_path)
+  resumed, metrics = train(fresh, data, _counting(SMALL_STEP, calls), num_steps=20,
+                           checkpoints=ckpt2, checkpoint_every=5, config_to_save=config, **kw)
+  assert calls == list(range(10, 20))  # resumed at step 10, not 0
+  assert int(resumed.step) == 20
+  assert np.isfinite(metrics["loss"])
+  chex.assert_trees_all_close(jax.device_get(resumed.params), params_a, atol=1e-6, rtol=1e-6)
+  assert ckpt2.latest_step() == 20
+  assert ckpt2.restore_config() == config
+  assert ckpt2.restore_config(step=15) == config
+
+  # Restoring the final checkpoint into any template gives the final state.
+  step, restored = ckpt2.restore(_state(SMALL, SMALL_OPT, 7))
+  assert step == 20 and int(restored.step) == 20
+  chex.assert_trees_all_close(jax.device_get(restored.params), params_a, atol=1e-6, rtol=1e-6)
+
+  # A finished run given the same directory does nothing more.
+  calls.clear()
+  again, _ = train(_state(SMALL, SMALL_OPT, 1), data,
+                   _counting(SMALL_STEP, calls), num_steps=20, checkpoints=ckpt2, **kw)
+  assert calls == [] and int(again.step) == 20
+  ckpt2.close()
+
+
+def test_empty_checkpoints_restore_none(tmp_path):
+  ckpt = Checkpoints(tmp_path / "empty")
+  template = _state(SMALL, SMALL_OPT, 0)
+  assert ckpt.latest_step() is None
+  assert ckpt.restore(template) is None
+  assert ckpt.restore_config() is None
+  ckpt.close()
+
+
+def test_batch_indices_deterministic_in_seed_and_step():
+  a = [batch_indices(12, 4, seed=5, step=s) for s in range(9)]
+  b = [batch_indices(12, 4, seed=5, step=s) for s in range(9)]
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
+    chex.assert_shape(x, (4,))
+  other_seed = [batch_indices(12, 4, seed=6, step=s) for s in range(3)]
+  assert any((x != y).any() for x, y in zip(a[:3], other_seed))
+  # Order of calls does not matter: step 7 alone equals step 7 in a sequence.
+  np.testing.assert_array_equal(batch_indices(12, 4, seed=5, step=7), a[7])
+
+
+def test_batch_indices_cover_each_example_once_per_epoch():
+  epochs = []
+  for epoch in range(3):
+    idx = np.concatenate([batch_indices(12, 4, seed=0, step=epoch * 3 + k) for k in range(3)])
+    assert sorted(idx.tolist()) == list(range(12))
+    epochs.append(idx)
+  assert any((epochs[0] != e).any() for e in epochs[1:])  # reshuffled each epoch
+  # With a remainder, an epoch never repeats an example.
+  idx = np.concatenate([batch_indices(10, 4, seed=0, step=k) for k in range(2)])
+  assert len(set(idx.tolist())) == 8 and idx.min() >= 0 and idx.max() < 10
+
+
+def test_batch_indices_too_few_examples():
+  with pytest.raises(ValueError, match="3 examples cannot fill a batch of 4"):
+    batch_indices(3, 4, seed=0, step=0)
+
+
+def test_optimizer_config_validation():
+  with pytest.raises(ValueError, match="total_steps > 0"):
+    OptimizerConfig(total_steps=0)
+  with pytest.raises(ValueError, match="warmup_steps >= 0"):
+    OptimizerConfig(warmup_steps=-1)
+
+
+@pytest.mark.parametrize("warmup,total", [(0, 10), (4, 10), (10, 10), (100, 50)])
+def test_optimizer_schedule_builds_and_updates(warmup, total):
+  """Any valid config builds an optimizer whose first real update is finite and nonzero."""
+  tx = make_optimizer(OptimizerConfig(learning_rate=1e-2, warmup_steps=warmup, total_steps=total))
+  params = {"w": jnp.ones((3,))}
+  state = tx.init(params)
+  grads = {"w": jnp.array([1.0, -2.0, 3.0])}
+  moved = False
+  for _ in range(2):  # with warmup, the very first learning rate is 0
+    updates, state = tx.update(grads, state, params)
+    chex.assert_tree_all_finite(updates)
+    moved |= bool(jnp.abs(updates["w"]).sum() > 0)
+  assert moved
