@@ -3,6 +3,7 @@
 import re
 import string
 
+import chex
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -117,7 +118,8 @@ def test_encode_sft_batch_mask():
   completions = ["10 - 4 = 6 (left: 5 6 6)\n", "Answer: 6 / (1 - (1 / 4)) = 8\n"]
   batch = encode_sft_batch(TOK, prompts, completions, 40)
   tokens, mask, plen = batch["tokens"], batch["loss_mask"], batch["prompt_lengths"]
-  assert tokens.shape == mask.shape == (2, 40)
+  chex.assert_shape([tokens, mask], (2, 40))
+  chex.assert_shape(plen, (2,))
   assert mask.dtype == np.float32 and tokens.dtype == np.int32
   for b, (p, c) in enumerate(zip(prompts, completions)):
     p_ids, c_ids = TOK.encode(p, bos=True), TOK.encode(c, eos=True)

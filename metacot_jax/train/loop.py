@@ -37,9 +37,9 @@ def train(state, data: dict[str, np.ndarray], step_fn: Callable, *, num_steps: i
   """
   num_examples = len(next(iter(data.values())))
   if checkpoints is not None:
-    restored = checkpoints.restore(state)
-    if restored is not None:
-      state = restored[1]
+    latest = checkpoints.latest_step()
+    if latest is not None and latest > int(state.step):
+      state = checkpoints.restore(state, latest)[1]
   start = int(state.step)
   metrics = None
   with tqdm(total=num_steps, initial=start, desc=desc, leave=False, mininterval=2.0) as bar:
