@@ -108,17 +108,29 @@ def _best_terminal(nodes: Node):
 
 
 @functools.partial(jax.jit, static_argnames=("model", "fmt", "newline_id", "search", "cfg"))
+def tree_search(params, rng, roots: Node, *, model: ModelConfig, fmt: StepFormat,
+                newline_id: int, search: SearchConfig, cfg: MCTSConfig
+                ) -> tuple[Node, mctx.PolicyOutput]:
+  """Expands the roots [B] and runs one mctx search; returns (roots, mctx's output).
+
+  `output.search_tree.embeddings` holds every node of the tree ([B, S+1]);
+  `output.action_weights` [B, K] are the AlphaZero policy targets.
+  """
+  cfg.validate(search)
+  expand_key, search_key = jax.random.split(rng)
+  roots, prior = step_mdp.expand(params, expand_key, roots, model=model, fmt=fmt,
+                                 newline_id=newline_id, cfg=search)
+  return roots, _run_mctx(params, search_key, roots, prior, model=model, fmt=fmt,
+                          newline_id=newline_id, search=search, cfg=cfg)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "fmt", "newline_id", "search", "cfg"))
 def run(params, rng, roots: Node, *, model: ModelConfig, fmt: StepFormat, newline_id: int,
         search: SearchConfig, cfg: MCTSConfig) -> SearchOutput:
   """MCTS from unexpanded root nodes [B] (see `step_mdp.root_nodes`)."""
-  cfg.validate(search)
-  kw = dict(model=model, fmt=fmt, newline_id=newline_id, search=search)
-  rng, key = jax.random.split(rng)
-  roots, prior = step_mdp.expand(params, key, roots, model=model, fmt=fmt,
-                                 newline_id=newline_id, cfg=search)
+  kw = dict(model=model, fmt=fmt, newline_id=newline_id, search=search, cfg=cfg)
   if cfg.mode == "tree":
-    rng, key = jax.random.split(rng)
-    out = _run_mctx(params, key, roots, prior, cfg=cfg, **kw)
+    _, out = tree_search(params, rng, roots, **kw)
     tree_nodes: Node = out.search_tree.embeddings  # [B, S+1]
     best, answered = _best_terminal(tree_nodes)
     rows = jnp.arange(best.shape[0])
@@ -126,7 +138,11 @@ def run(params, rng, roots: Node, *, model: ModelConfig, fmt: StepFormat, newlin
     return SearchOutput(tree_nodes.tokens[rows, best], tree_nodes.length[rows, best], answered,
                         jnp.where(answered, tree_nodes.score[rows, best], 0.0), *work,
                         out.action_weights, out.search_tree.node_values[:, 0])
-  return _play(params, rng, roots, prior, cfg=cfg, **kw)
+  cfg.validate(search)
+  expand_key, play_key = jax.random.split(rng)
+  roots, prior = step_mdp.expand(params, expand_key, roots, model=model, fmt=fmt,
+                                 newline_id=newline_id, cfg=search)
+  return _play(params, play_key, roots, prior, **kw)
 
 
 def _play(params, rng, roots: Node, prior, *, model, fmt, newline_id, search, cfg):
