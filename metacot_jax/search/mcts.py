@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 import mctx
 
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search import step_mdp
+from metacot_jax.search.results import SearchOutput
 from metacot_jax.search.step_mdp import Node, SearchConfig
 from metacot_jax.search.step_parser import StepFormat
 
@@ -51,20 +50,6 @@ class MCTSConfig:
           f"{search.num_candidates} candidates (K) of a node; lower it or raise K")
     if self.max_num_considered_actions < 1:
       raise ValueError("max_num_considered_actions must be at least 1")
-
-
-class SearchOutput(NamedTuple):
-  """Per problem [B]: the committed answer node and the work spent."""
-  answer_tokens: jax.Array  # [B, T] prefix of the chosen terminal node
-  answer_length: jax.Array  # [B]
-  answered: jax.Array  # [B] bool: some answer was committed to
-  score: jax.Array  # [B] its reward (1/0 verified, or learned)
-  nodes: jax.Array  # [B] candidate steps generated (ToT's node count)
-  tokens_generated: jax.Array  # [B]
-  tokens_processed: jax.Array  # [B]
-  lm_calls: jax.Array  # [B]
-  root_weights: jax.Array  # [B, K] mctx action_weights at the (first) root
-  root_value: jax.Array  # [B] search value at the (first) root
 
 
 def _work_fields(nodes: Node) -> list[jax.Array]:

@@ -320,3 +320,22 @@ def _strip_parens(expr: str) -> str:
         return expr
     return expr[1:-1]
   return expr
+
+
+def answer_from_steps(numbers: Sequence[int], target: int, steps: Sequence[str]) -> str:
+  """The `Answer: ... = target` line that the checked `steps` spell out, or '' if they
+  are not a legal chain ending in one number. (How a step-level search answers.)"""
+  items = [(Fraction(n), str(n)) for n in numbers]
+  for line in steps:
+    check = check_step([v for v, _ in items], line)
+    if not check.ok:
+      return ""
+    a, op, b = _STEP.match(line.strip()).group(1, 2, 3)
+    exprs = []
+    for x in (parse_number(a), parse_number(b)):
+      k = next(i for i, (v, _) in enumerate(items) if v == x)
+      exprs.append(items.pop(k)[1])
+    items.append((apply_op(parse_number(a), op, parse_number(b)), f"({exprs[0]} {op} {exprs[1]})"))
+  if len(items) != 1:
+    return ""
+  return f"Answer: {_strip_parens(items[0][1])} = {target}"
