@@ -1,32 +1,119 @@
-"""Supervised examples from task problems: prompt -> clean chain of thought (CoT)."""
+"""Training examples as token arrays: policy loss masks and PRM value labels.
+
+An example is a list of `Segment`s after `<bos>`: the prompt (no loss), then lines
+of a chain of thought or a Meta-CoT trace, each with a loss weight and,
+optionally, a PRM label for the prefix that ends with it. Three kinds are built
+here: clean CoT solutions (label 1 after every step: the solution succeeds),
+random legal walks (no policy loss; label = whether the state can still reach the
+target, by the exact solver: outcome labels), and anything given as segments
+(Meta-CoT traces, see `metacot_jax.metacot`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import numpy as np
 
 from metacot_jax.data.tokenizer import Tokenizer, encode_sft_batch
+from metacot_jax.metacot.symbolic import children
+from metacot_jax.tasks import countdown
 from metacot_jax.tasks.countdown import Countdown
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+  text: str
+  loss: float = 1.0  # weight of the policy loss on these tokens
+  value: float | None = None  # PRM label of the prefix ending here (None: unlabelled)
+
+
+def cot_examples(problems: Sequence[Countdown], max_solutions: int, seed: int = 0
+                 ) -> list[list[Segment]]:
+  """Prompt -> clean solution, up to `max_solutions` distinct solutions per problem (seeded)."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for problem in problems:
+    solutions = problem.solve()
+    if not solutions:
+      raise ValueError(f"{problem.prompt().strip()!r} has no solution; CoT data needs "
+                       "solvable problems")
+    for i in sorted(rng.permutation(len(solutions))[:max_solutions]):
+      s = solutions[i]
+      out.append([Segment(problem.prompt(), 0.0)] + [Segment(l + "\n", 1.0, 1.0) for l in s.steps]
+                 + [Segment(s.answer + "\n", 1.0)])
+  return out
+
+
+def walk_examples(problems: Sequence[Countdown], walks_per_problem: int, seed: int = 0
+                  ) -> list[list[Segment]]:
+  """Random legal step sequences, labelled by exact solvability after every step (PRM data)."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for problem in problems:
+    for _ in range(walks_per_problem):
+      state = tuple(sorted(problem.initial_state()))
+      segments = [Segment(problem.prompt(), 0.0)]
+      while len(state) > 1:
+        kids = children(state)
+        step, state = kids[rng.integers(len(kids))]
+        segments.append(Segment(step + "\n", 0.0,
+                                float(countdown.is_solvable(state, problem.target))))
+      out.append(segments)
+  return out
+
+
+def encode(tokenizer: Tokenizer, examples: Sequence[Sequence[Segment]], length: int,
+           max_values: int = 8) -> tuple[dict[str, np.ndarray], int]:
+  """Token arrays for `train.sft_step`; examples longer than `length` are left out.
+
+  Returns (arrays, number left out). Arrays: tokens [N, L] int32; loss_mask [N, L]
+  (weight of predicting tokens[t]; `<eos>` takes the last segment's weight);
+  value_positions / value_labels / value_weights [N, M] (the last token of each
+  labelled segment).
+  """
+  rows, masks, positions, labels, dropped = [], [], [], [], 0
+  for segments in examples:
+    ids, mask, pos, lab = [tokenizer.bos_id], [0.0], [], []
+    for seg in segments:
+      seg_ids = tokenizer.encode(seg.text)
+      ids += seg_ids
+      mask += [seg.loss] * len(seg_ids)
+      if seg.value is not None:
+        pos.append(len(ids) - 1)
+        lab.append(seg.value)
+    ids.append(tokenizer.eos_id)
+    mask.append(segments[-1].loss)
+    if len(ids) > length or len(pos) > max_values:
+      dropped += 1
+      continue
+    rows.append(ids), masks.append(mask), positions.append(pos), labels.append(lab)
+  if not rows:
+    raise ValueError(f"every example is longer than {length} tokens; raise the model's max_len")
+  n = len(rows)
+  out = {"tokens": np.zeros((n, length), np.int32), "loss_mask": np.zeros((n, length), np.float32),
+         "value_positions": np.zeros((n, max_values), np.int32),
+         "value_labels": np.zeros((n, max_values), np.float32),
+         "value_weights": np.zeros((n, max_values), np.float32)}
+  for i in range(n):
+    out["tokens"][i, :len(rows[i])] = rows[i]
+    out["loss_mask"][i, :len(masks[i])] = masks[i]
+    out["value_positions"][i, :len(positions[i])] = positions[i]
+    out["value_labels"][i, :len(labels[i])] = labels[i]
+    out["value_weights"][i, :len(labels[i])] = 1.0
+  return out, dropped
 
 
 def cot_pairs(problems: Sequence[Countdown], max_solutions: int, seed: int = 0
               ) -> list[tuple[str, str]]:
-  """(prompt, solution text) pairs: up to `max_solutions` distinct solutions per problem,
-  chosen at random (seeded) so that no one style of solution dominates."""
-  rng = np.random.default_rng(seed)
-  pairs = []
-  for problem in problems:
-    solutions = problem.solve()
-    if not solutions:
-      raise ValueError(f"{problem.prompt().strip()!r} has no solution; CoT data needs solvable problems")
-    chosen = rng.permutation(len(solutions))[:max_solutions]
-    pairs += [(problem.prompt(), solutions[i].text) for i in sorted(chosen)]
-  return pairs
+  """(prompt, solution text) pairs; see `cot_examples`."""
+  return [(ex[0].text, "".join(s.text for s in ex[1:]))
+          for ex in cot_examples(problems, max_solutions, seed)]
 
 
 def sft_arrays(tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]], length: int
                ) -> dict[str, np.ndarray]:
-  """Token and loss-mask arrays for the SFT step (see `encode_sft_batch`)."""
+  """Token and loss-mask arrays for (prompt, completion) pairs (no value labels)."""
   prompts, completions = zip(*pairs)
   return encode_sft_batch(tokenizer, prompts, completions, length)

@@ -1,0 +1,42 @@
+"""Round-0 Meta-CoT data: symbolic searches on training problems, linearized.
+
+Each problem gets several traces from depth-first searches guided by a blurred
+value (varied noise gives varied order and length) and, optionally, BFS; the
+Meta-STaR loop later replaces them with the model's own verified searches.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from metacot_jax.data.examples import Segment
+from metacot_jax.metacot import symbolic, trace
+from metacot_jax.tasks.countdown import Countdown
+
+
+def trace_segments(problem: Countdown, lines: Sequence[trace.Line], variant: str
+                   ) -> list[Segment]:
+  """A linearized trace as training segments with the loss variant's weights."""
+  weights = trace.loss_weights(lines, variant)
+  return [Segment(problem.prompt(), 0.0)] + [
+      Segment(l.text + "\n", w) for l, w in zip(lines, weights)]
+
+
+def symbolic_traces(problems: Sequence[Countdown], traces_per_problem: int, seed: int = 0, *,
+                    noise_scales: Sequence[float] = (0.3, 0.6, 1.0), max_children: int = 3,
+                    bfs_fraction: float = 0.0) -> list[tuple[Countdown, list[trace.Line]]]:
+  """Successful symbolic searches, `traces_per_problem` tries per problem (failures dropped)."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for problem in problems:
+    for _ in range(traces_per_problem):
+      noise = float(rng.choice(noise_scales))
+      if rng.random() < bfs_fraction:
+        found = symbolic.bfs(problem, rng, noise_scale=noise)
+      else:
+        found = symbolic.dfs(problem, rng, max_children=max_children, noise_scale=noise)
+      if found is not None:
+        out.append((problem, trace.linearize(problem, *found)))
+  return out

@@ -1,0 +1,143 @@
+"""Meta-CoT traces: a search written out as text Z, followed by the solution S.
+
+The format reuses the step line of the task and adds one line, so that a trace
+costs few tokens and parses unambiguously:
+
+    Input: 4 5 6 10 -> 24
+    5 + 4 = 9 (left: 6 9 10)        a step from the current state
+    10 - 9 = 1 (left: 1 6)
+    6 - 1 = 5 (left: 5)             a leaf that misses the target: a dead end
+    back to 4 5 6 10                backtrack to a named earlier state
+    10 - 4 = 6 (left: 5 6 6)
+    6 * 5 = 30 (left: 6 30)
+    30 - 6 = 24 (left: 24)          the goal
+    Answer: (5 * (10 - 4)) - 6 = 24 S: the answer line
+
+Optionally each step carries its value, ` v7` meaning 0.7 (`value_digits`). A
+trace is a list of `Line`s tagged `on_path` (steps of the final solution),
+`off_path` (explored and abandoned), `back` or `answer`; the tags give the loss
+masks of the paper's three variants (App. C).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from fractions import Fraction
+from typing import Sequence
+
+from metacot_jax.tasks import countdown
+from metacot_jax.tasks.countdown import Countdown
+
+BACK = "back to "
+_VALUE = re.compile(r" v([0-9])$")
+
+ON_PATH, OFF_PATH, BACK_TAG, ANSWER = "on_path", "off_path", "back", "answer"
+LOSS_VARIANTS = ("all", "z_only", "mask_off_path")
+
+
+@dataclasses.dataclass(frozen=True)
+class Expansion:
+  """One explored step: from `parent` (a state), the step line, to its child state."""
+  parent: tuple[Fraction, ...]
+  step: str
+  child: tuple[Fraction, ...]
+  value: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+  text: str  # without the newline
+  tag: str
+
+
+def state_name(state: Sequence[Fraction]) -> str:
+  return countdown.format_state(state)
+
+
+def linearize(problem: Countdown, expansions: Sequence[Expansion], solution_path: Sequence[int],
+              *, value_digits: bool = False) -> list[Line]:
+  """Z then S for a search given in visit order.
+
+  `solution_path` indexes the expansions that form the solution (the last one
+  reaches the target). Whenever the next expansion does not start from the
+  current state, a `back to` line names the state it starts from.
+  """
+  on_path = set(solution_path)
+  current = tuple(sorted(problem.initial_state()))
+  lines = []
+  for i, e in enumerate(expansions):
+    if tuple(sorted(e.parent)) != current:
+      lines.append(Line(BACK + state_name(e.parent), BACK_TAG))
+    text = e.step
+    if value_digits and e.value is not None:
+      text += f" v{min(9, int(e.value * 10))}"
+    lines.append(Line(text, ON_PATH if i in on_path else OFF_PATH))
+    current = tuple(sorted(e.child))
+  steps = [expansions[i].step for i in solution_path]
+  answer = countdown.answer_from_steps(problem.numbers, problem.target, steps)
+  if not answer:
+    raise ValueError(f"solution_path of {problem.prompt().strip()!r} is not a legal solution")
+  lines.append(Line(answer, ANSWER))
+  return lines
+
+
+def trace_text(lines: Sequence[Line]) -> str:
+  return "".join(l.text + "\n" for l in lines)
+
+
+def loss_weights(lines: Sequence[Line], variant: str) -> list[float]:
+  """Per-line loss weight: 'all' (Z and S), 'z_only' (no loss on S), or 'mask_off_path'
+  (no loss on abandoned branches; backtracks, solution steps and S keep theirs)."""
+  if variant not in LOSS_VARIANTS:
+    raise ValueError(f"unknown loss variant {variant!r}; choose one of {LOSS_VARIANTS}")
+  if variant == "all":
+    return [1.0] * len(lines)
+  if variant == "z_only":
+    return [0.0 if l.tag == ANSWER else 1.0 for l in lines]
+  return [0.0 if l.tag == OFF_PATH else 1.0 for l in lines]
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedTrace:
+  """The facts of a generated trace, replayed against the task's rules."""
+  states: tuple[tuple[Fraction, ...], ...]  # every state reached, in order (initial first)
+  steps: int  # step lines
+  backtracks: int
+  answer: str  # the final answer line, '' if none
+  errors: tuple[str, ...]  # illegal steps, unknown backtrack targets, stray lines
+  reached_goal: bool
+
+
+def parse(problem: Countdown, text: str) -> ParsedTrace:
+  """Reads a trace back into its facts; never raises on any text."""
+  current = tuple(sorted(problem.initial_state()))
+  states, visited = [current], {current}
+  steps = backtracks = 0
+  answer, errors, reached = "", [], False
+  for raw in text.splitlines():
+    line = _VALUE.sub("", raw)
+    if line.startswith("Answer:"):
+      answer = line
+      break
+    if line.startswith(BACK):
+      try:
+        target = tuple(sorted(countdown.parse_number(t) for t in line[len(BACK):].split()))
+      except ValueError as e:
+        errors.append(f"bad backtrack {raw!r}: {e}")
+        continue
+      backtracks += 1
+      if target not in visited:
+        errors.append(f"backtrack to unvisited state {raw!r}")
+      current = target
+      continue
+    check = countdown.check_step(current, line)
+    steps += 1
+    if not check.ok:
+      errors.append(f"{raw!r}: {check.reason}")
+      continue
+    current = tuple(check.state)
+    states.append(current)
+    visited.add(current)
+    reached |= problem.is_goal(current)
+  return ParsedTrace(tuple(states), steps, backtracks, answer, tuple(errors), reached)
