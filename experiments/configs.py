@@ -1,8 +1,9 @@
 """Presets of the main job as `ml_collections.ConfigDict`s.
 
 `quick` runs in a few minutes on a 2-core CPU (CI), `default` is the laptop run
-of the README, `full` is sized for one GPU or TPU host. Every field can be
-overridden on the command line, e.g. `--config.sft.steps=2000`.
+of the README (at most 30 minutes on 2 cores), `full` is sized for one GPU or
+TPU host. Every field can be overridden on the command line, e.g.
+`--config.search.num_candidates=8`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,17 @@ def default_manual_dir() -> str:
   return str(beside_repo) if (beside_repo / "24.csv").is_file() else ""
 
 
+def _model(max_len, d_model, num_layers, num_heads, d_ff):
+  return ml_collections.ConfigDict(dict(max_len=max_len, d_model=d_model, num_layers=num_layers,
+                                        num_heads=num_heads, d_ff=d_ff))
+
+
+def _train(steps, batch_size, learning_rate, warmup_steps, checkpoint_every, length):
+  return ml_collections.ConfigDict(dict(
+      steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+      warmup_steps=warmup_steps, checkpoint_every=checkpoint_every, length=length))
+
+
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -34,37 +46,50 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict()
   c.data.data_dir = ""  # '' = <workdir>/tfds
   c.data.manual_dir = default_manual_dir()  # folder with ToT's 24.csv; '' = computed ranking
-  c.data.max_solutions = 8  # distinct solutions per training puzzle in the CoT data
   c.data.train_puzzles = 900  # first N of the train split (ranks 1..900)
   c.data.test_puzzles = 100  # first N of the test split (ranks 901..1000)
+  c.data.hard_puzzles = 362  # first N of the hard split (ranks 1001..1362)
+  c.data.max_solutions = 8  # CoT: distinct solutions per training puzzle
+  c.data.walks_per_problem = 4  # PRM: random legal walks per puzzle, labelled by the solver
+  c.data.traces_per_problem = 4  # Meta-CoT: symbolic search traces per puzzle
+  c.data.loss_variant = "all"  # Meta-CoT loss: 'all' | 'z_only' | 'mask_off_path'
 
-  c.model = ml_collections.ConfigDict()
-  c.model.max_len = 128
-  c.model.d_model = 128
-  c.model.num_layers = 4
-  c.model.num_heads = 4
-  c.model.d_ff = 512
+  # Both models have the same trunk; the Meta-CoT one reads longer texts.
+  c.model = _model(128, 128, 4, 4, 512)
+  c.metacot_model = _model(224, 128, 4, 4, 512)
+  c.sft = _train(1500, 32, 2e-3, 100, 250, 96)
+  c.metacot_sft = _train(1500, 32, 2e-3, 100, 250, 224)
+  c.value_weight = 1.0
 
-  c.sft = ml_collections.ConfigDict()
-  c.sft.steps = 1000
-  c.sft.batch_size = 64
-  c.sft.learning_rate = 2e-3
-  c.sft.warmup_steps = 100
-  c.sft.checkpoint_every = 200
+  c.search = ml_collections.ConfigDict()
+  c.search.num_candidates = 4
+  c.search.max_step_tokens = 20
+  c.search.temperature = 1.0
+  c.search.prior = "mean"
+  c.search.simulations = [2, 4, 8, 16]  # MCTS budgets evaluated
+  c.search.policy = "gumbel"
+  c.search.batch_size = 50
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.max_new_tokens = 96
   c.eval.batch_size = 100
 
   if preset == "quick":
-    c.data.max_solutions = 2
-    c.data.train_puzzles = 200
-    c.data.test_puzzles = 100
-    c.model.d_model, c.model.num_layers, c.model.num_heads, c.model.d_ff = 64, 2, 4, 256
-    c.sft.steps, c.sft.batch_size, c.sft.warmup_steps, c.sft.checkpoint_every = 100, 32, 20, 50
+    c.data.train_puzzles, c.data.test_puzzles, c.data.hard_puzzles = 150, 50, 50
+    c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 2, 1, 2
+    c.model = _model(96, 64, 2, 4, 256)
+    c.metacot_model = _model(192, 64, 2, 4, 256)
+    c.sft = _train(60, 16, 3e-3, 10, 30, 96)
+    c.metacot_sft = _train(60, 16, 3e-3, 10, 30, 192)
+    c.search.simulations = [2, 4]
+    c.search.batch_size = 50
+    c.eval.batch_size = 50
   elif preset == "full":
-    c.data.max_solutions = 64
-    c.model.d_model, c.model.num_layers, c.model.num_heads, c.model.d_ff = 512, 8, 8, 2048
-    c.sft.steps, c.sft.batch_size, c.sft.learning_rate = 20_000, 256, 1e-3
-    c.eval.batch_size = 200
+    c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 32, 16, 32
+    c.model = _model(256, 512, 8, 8, 2048)
+    c.metacot_model = _model(512, 512, 8, 8, 2048)
+    c.sft = _train(20_000, 256, 1e-3, 500, 1000, 96)
+    c.metacot_sft = _train(20_000, 256, 1e-3, 500, 1000, 512)
+    c.search.num_candidates = 8
+    c.search.simulations = [4, 8, 16, 32, 64]
+    c.search.batch_size = 100
   return c

@@ -1,35 +1,39 @@
-"""The main job: Game of 24 from data to a trained policy, evaluated on ToT's test set.
+"""The main job: Game of 24 from data to trained policies, searched and compared.
 
     python -m experiments.game24_mcts --workdir runs/default [--preset quick|default|full] \
-        [--config.sft.steps=2000 ...]
+        [--config.search.num_candidates=8 ...]
 
-Pipeline so far: TFDS data -> CoT SFT of the policy-value LM -> greedy accuracy on
-the test split. Each phase checkpoints into the workdir; running the same command
-again resumes where a killed run stopped. Writes `results.json`, `metrics.jsonl`
-and `report.md` into the workdir.
+Pipeline: TFDS data -> CoT SFT of the policy-value LM (policy on solutions, PRM on
+solver-labelled walks) -> Meta-CoT SFT on symbolic search traces -> greedy
+in-context evaluation of both -> MCTS over a grid of budgets on the test split.
+Every phase stores its result in `results.json` and training phases checkpoint
+with orbax: the same command resumes a killed run. `report.md` sets the figures
+beside the anchors of Tree of Thoughts, TS-LLM and Stream of Search.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
-import time
-from pathlib import Path
 
 import jax
+import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import configs
-from metacot_jax.data import load_game24
-from metacot_jax.data.examples import cot_pairs, sft_arrays
+from experiments import configs, report
+from metacot_jax.data import examples, load_game24
 from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.metacot import evaluate as metacot_eval
+from metacot_jax.metacot import round0
 from metacot_jax.models import ModelConfig, count_params
-from metacot_jax.search.greedy import greedy_accuracy
+from metacot_jax.runs import RunDir
+from metacot_jax.search import evaluate as search_eval
+from metacot_jax.search.mcts import MCTSConfig
+from metacot_jax.search.step_mdp import SearchConfig
 from metacot_jax.tasks import game24
-from metacot_jax.train import Checkpoints, OptimizerConfig, create_train_state, sft_step, train
+from metacot_jax.train import OptimizerConfig, create_train_state, sft_step, train
 
 
 def _preset_from_argv(argv: list[str]) -> str:
@@ -50,70 +54,43 @@ _CONFIG = config_flags.DEFINE_config_dict(
     "Overrides, e.g. --config.sft.steps=2000.")
 
 
-class Run:
-  """The run directory: metrics log, per-phase results, report."""
-
-  def __init__(self, workdir: Path):
-    self.dir = workdir
-    self.dir.mkdir(parents=True, exist_ok=True)
-    self.results_path = self.dir / "results.json"
-    self.results = json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
-
-  def log(self, phase: str, step: int, metrics: dict):
-    row = {"phase": phase, "step": step, "time": time.time(),
-           **{k: float(v) for k, v in metrics.items()}}
-    with open(self.dir / "metrics.jsonl", "a") as f:
-      f.write(json.dumps(row) + "\n")
-
-  def save(self, key: str, value):
-    self.results[key] = value
-    tmp = self.results_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(self.results, indent=2))
-    tmp.replace(self.results_path)
-
-
-def load_problems(cfg, workdir: Path):
-  data_dir = cfg.data.data_dir or str(workdir / "tfds")
+def load_problems(cfg, run: RunDir):
+  data_dir = cfg.data.data_dir or str(run.path / "tfds")
   manual_dir = cfg.data.manual_dir or None
-  splits = {s: load_game24(s, data_dir, manual_dir) for s in ("train", "test")}
-  train = [game24.make(ex["numbers"].tolist()) for ex in splits["train"]][:cfg.data.train_puzzles]
-  test = [game24.make(ex["numbers"].tolist()) for ex in splits["test"]][:cfg.data.test_puzzles]
-  ranking = splits["test"][0]["ranking"].decode()
-  return train, test, ranking
+  splits = {s: list(load_game24(s, data_dir, manual_dir)) for s in ("train", "test", "hard")}
+  sizes = {"train": cfg.data.train_puzzles, "test": cfg.data.test_puzzles,
+           "hard": cfg.data.hard_puzzles}
+  problems = {s: [game24.make(ex["numbers"].tolist()) for ex in splits[s][:sizes[s]]]
+              for s in splits}
+  amt = {s: [float(ex["amt_seconds"]) for ex in splits[s][:sizes[s]]] for s in splits}
+  return problems, amt, splits["test"][0]["ranking"].decode()
 
 
-def run_sft(cfg, run: Run, tokenizer, model_cfg, train_problems):
-  pairs = cot_pairs(train_problems, cfg.data.max_solutions, seed=cfg.seed)
-  data = sft_arrays(tokenizer, pairs, model_cfg.max_len)
-  opt = OptimizerConfig(learning_rate=cfg.sft.learning_rate, warmup_steps=cfg.sft.warmup_steps,
-                        total_steps=cfg.sft.steps)
-  state = create_train_state(jax.random.PRNGKey(cfg.seed), model_cfg, opt)
-  checkpoints = Checkpoints(run.dir / "checkpoints" / "sft_cot")
-  state, last = train(
-      state, data, functools.partial(sft_step, config=model_cfg), num_steps=cfg.sft.steps,
-      batch_size=cfg.sft.batch_size, seed=cfg.seed, checkpoints=checkpoints,
-      checkpoint_every=cfg.sft.checkpoint_every, config_to_save=cfg.to_dict(),
-      log_fn=lambda step, m: run.log("sft_cot", step, m), desc="SFT (CoT)")
+def model_config(tokenizer: Tokenizer, c) -> ModelConfig:
+  return ModelConfig(vocab_size=tokenizer.vocab_size, max_len=c.max_len, d_model=c.d_model,
+                     num_layers=c.num_layers, num_heads=c.num_heads, d_ff=c.d_ff)
+
+
+def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data: dict):
+  """Trains (or resumes, or restores when finished) one SFT phase; returns its state."""
+  opt = OptimizerConfig(learning_rate=tc.learning_rate, warmup_steps=tc.warmup_steps,
+                        total_steps=tc.steps)
+  state = create_train_state(jax.random.PRNGKey(cfg.seed), model, opt)
+  checkpoints = run.checkpoints(name)
+  step = functools.partial(sft_step, config=model, value_weight=cfg.value_weight)
+  state, _ = train(state, data, step, num_steps=tc.steps, batch_size=tc.batch_size,
+                   seed=cfg.seed, checkpoints=checkpoints, checkpoint_every=tc.checkpoint_every,
+                   config_to_save=cfg.to_dict(), log_fn=lambda s, m: run.log(name, s, m),
+                   desc=name)
   checkpoints.close()
-  return state, len(pairs), float(last.get("token_loss", float("nan")))
+  return state
 
 
-def write_report(run: Run):
-  r = run.results
-  lines = [
-      "# Game of 24 run report", "",
-      f"Preset `{r['config']['preset']}`, ranking `{r['data']['ranking']}`, "
-      f"model {r['model']['params']:,} parameters.", "",
-      "| method | split | accuracy | notes |", "| --- | --- | --- | --- |",
-  ]
-  if "cot_greedy" in r:
-    g = r["cot_greedy"]
-    lines.append(f"| CoT SFT, greedy (one generation, no search) | test ({g['problems']}) | "
-                 f"{g['accuracy']:.1%} | {g['train_examples']} training examples, final loss "
-                 f"{g['final_token_loss']:.3f} |")
-  lines += ["", "Anchors (MISSION.md): ToT GPT-4 on the same 100 puzzles: IO 7.3%, CoT 4.0%, "
-            "ToT b=5 74%."]
-  (run.dir / "report.md").write_text("\n".join(lines) + "\n")
+def search_config(cfg, use_verifier: bool) -> SearchConfig:
+  return SearchConfig(num_candidates=cfg.search.num_candidates,
+                      max_step_tokens=cfg.search.max_step_tokens, max_depth=3,
+                      temperature=cfg.search.temperature, prior=cfg.search.prior,
+                      use_verifier=use_verifier)
 
 
 def main(argv):
@@ -122,31 +99,67 @@ def main(argv):
   tfds.disable_progress_bar()
   cfg = _CONFIG.value
   cfg.preset = flags.FLAGS.preset
-  workdir = Path(flags.FLAGS.workdir)
-  run = Run(workdir)
+  run = RunDir(flags.FLAGS.workdir)
   tokenizer = Tokenizer()
-  model_cfg = ModelConfig(vocab_size=tokenizer.vocab_size, max_len=cfg.model.max_len,
-                          d_model=cfg.model.d_model, num_layers=cfg.model.num_layers,
-                          num_heads=cfg.model.num_heads, d_ff=cfg.model.d_ff)
+  cot_model = model_config(tokenizer, cfg.model)
+  metacot_model = model_config(tokenizer, cfg.metacot_model)
   run.save("config", cfg.to_dict())
 
-  train_problems, test_problems, ranking = load_problems(cfg, workdir)
-  run.save("data", {"ranking": ranking, "train_puzzles": len(train_problems),
-                    "test_puzzles": len(test_problems)})
-  logging.info("data: %d train / %d test puzzles, ranking %s", len(train_problems),
-               len(test_problems), ranking)
+  problems, amt, ranking = load_problems(cfg, run)
+  train_p, test_p, hard_p = problems["train"], problems["test"], problems["hard"]
+  run.save("data", {"ranking": ranking, **{s: len(p) for s, p in problems.items()}})
+  print(f"data: {len(train_p)} train / {len(test_p)} test / {len(hard_p)} hard puzzles "
+        f"(ranking: {ranking})")
 
-  state, n_examples, final_loss = run_sft(cfg, run, tokenizer, model_cfg, train_problems)
-  run.save("model", {"params": count_params(state.params)})
-  accuracy, texts = greedy_accuracy(state.params, model_cfg, tokenizer, test_problems,
-                                    max_new_tokens=cfg.eval.max_new_tokens,
-                                    batch_size=cfg.eval.batch_size)
-  run.save("cot_greedy", {"accuracy": accuracy, "problems": len(test_problems),
-                          "train_examples": n_examples, "final_token_loss": final_loss,
-                          "sample": texts[0]})
-  write_report(run)
-  print(f"CoT greedy accuracy on test: {accuracy:.1%} ({len(test_problems)} puzzles)")
-  print(f"wrote {run.results_path} and {run.dir / 'report.md'}")
+  # 1. CoT SFT: policy on clean solutions, PRM on solver-labelled walks (one trunk).
+  def cot_data():
+    exs = (examples.cot_examples(train_p, cfg.data.max_solutions, cfg.seed)
+           + examples.walk_examples(train_p, cfg.data.walks_per_problem, cfg.seed))
+    return examples.encode(tokenizer, exs, cfg.sft.length)[0]
+  cot_state = sft(cfg, run, "sft_cot", cot_model, cfg.sft, cot_data())
+  run.save("models", {"cot_params": count_params(cot_state.params)})
+
+  # 2. Meta-CoT SFT on symbolic search traces.
+  def metacot_data():
+    traces = round0.symbolic_traces(train_p, cfg.data.traces_per_problem, cfg.seed)
+    exs = [round0.trace_segments(p, lines, cfg.data.loss_variant) for p, lines in traces]
+    arrays, dropped = examples.encode(tokenizer, exs, cfg.metacot_sft.length)
+    run.save("metacot_data", {"traces": len(traces), "dropped_too_long": dropped,
+                              "examples": int(arrays["tokens"].shape[0])})
+    return arrays
+  metacot_state = sft(cfg, run, "sft_metacot", metacot_model, cfg.metacot_sft, metacot_data())
+  run.save("models", {**run.results["models"],
+                      "metacot_params": count_params(metacot_state.params)})
+
+  # 3. One greedy generation each, no outside search or verifier.
+  for name, state, model in (("cot", cot_state, cot_model),
+                             ("metacot", metacot_state, metacot_model)):
+    for split, ps in (("test", test_p), ("hard", hard_p)):
+      result = run.phase(f"greedy/{name}/{split}", lambda: metacot_eval.in_context(
+          state.params, model, tokenizer, ps, batch_size=cfg.eval.batch_size))
+      print(f"greedy {name:8s} {split}: {result['accuracy']:.1%}, "
+            f"{result['mean_tokens']:.0f} tokens")
+  hard = run.results["greedy/metacot/hard"]
+  run.save("metacot_length_vs_amt", {"spearman": metacot_eval.rank_correlation(
+      amt["hard"][:len(hard["tokens"])], hard["tokens"])})
+
+  # 4. MCTS with the CoT policy as prior and its PRM as value, over budgets.
+  for use_verifier in (True, False):
+    search = search_config(cfg, use_verifier)
+    for mode in ("tree", "play"):
+      for sims in cfg.search.simulations:
+        mc = MCTSConfig(num_simulations=sims, policy=cfg.search.policy, mode=mode,
+                        max_num_considered_actions=search.num_candidates)
+        key = f"mcts/{'verifier' if use_verifier else 'learned'}/{mode}/{sims}"
+        method = search_eval.mcts_method(cot_state.params, cot_model, tokenizer, search, mc)
+        result = run.phase(key, lambda: search_eval.batched(
+            method, test_p, tokenizer, cot_model, search, batch_size=cfg.search.batch_size,
+            seed=cfg.seed))
+        print(f"{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes, "
+              f"{result['tokens_generated']:.0f} tokens")
+
+  report.write(run)
+  print(f"wrote {run.results_path} and {run.path / 'report.md'}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,47 @@
+"""A run directory: results that survive restarts, a metrics log, checkpoint folders.
+
+Each phase of a pipeline stores its result under a key of `results.json` (written
+atomically); a restarted run skips phases whose key is present and resumes
+training phases from their orbax checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from metacot_jax.train.checkpoint import Checkpoints
+
+
+class RunDir:
+  def __init__(self, path: str | os.PathLike):
+    self.path = Path(path)
+    self.path.mkdir(parents=True, exist_ok=True)
+    self.results_path = self.path / "results.json"
+    self.results: dict[str, Any] = (json.loads(self.results_path.read_text())
+                                    if self.results_path.exists() else {})
+
+  def log(self, phase: str, step: int, metrics: dict):
+    """Appends one row to metrics.jsonl."""
+    row = {"phase": phase, "step": int(step), "time": time.time(),
+           **{k: float(v) for k, v in metrics.items()}}
+    with open(self.path / "metrics.jsonl", "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+  def save(self, key: str, value: Any):
+    self.results[key] = value
+    tmp = self.results_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(self.results, indent=1))
+    tmp.replace(self.results_path)
+
+  def phase(self, key: str, fn: Callable[[], Any]) -> Any:
+    """`fn()` once: its result is stored under `key` and reused on restart."""
+    if key not in self.results:
+      self.save(key, fn())
+    return self.results[key]
+
+  def checkpoints(self, name: str) -> Checkpoints:
+    return Checkpoints(self.path / "checkpoints" / name)

@@ -1,0 +1,44 @@
+"""Runs a jitted search method over a list of problems in fixed-size batches.
+
+The last batch is padded with repeats (one compiled shape for every batch); the
+padding is dropped before summarizing.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.models.transformer import ModelConfig
+from metacot_jax.search import mcts, results, step_mdp
+from metacot_jax.search.results import SearchOutput
+from metacot_jax.search.step_mdp import SearchConfig
+from metacot_jax.search.step_parser import StepFormat
+from metacot_jax.tasks.countdown import Countdown
+
+
+def batched(method: Callable[[jax.Array, step_mdp.Node], SearchOutput],
+            problems: Sequence[Countdown], tokenizer: Tokenizer, model: ModelConfig,
+            search: SearchConfig, *, batch_size: int, seed: int) -> dict:
+  """`method(rng, roots) -> SearchOutput` over all problems; returns `results.summarize`."""
+  outputs, prompt_lengths = [], []
+  for start in range(0, len(problems), batch_size):
+    chunk = list(problems[start:start + batch_size])
+    real = len(chunk)
+    chunk += [chunk[-1]] * (batch_size - real)
+    roots = step_mdp.root_nodes(chunk, tokenizer, model, search)
+    out = jax.device_get(method(jax.random.fold_in(jax.random.PRNGKey(seed), start), roots))
+    outputs.append(jax.tree.map(lambda x: x[:real], out))
+    prompt_lengths += list(roots.length[:real])
+  merged = SearchOutput(*[np.concatenate(xs) for xs in zip(*outputs)])
+  return results.summarize(merged, problems, prompt_lengths, tokenizer)
+
+
+def mcts_method(params, model: ModelConfig, tokenizer: Tokenizer, search: SearchConfig,
+                cfg: mcts.MCTSConfig):
+  fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
+  return lambda rng, roots: mcts.run(params, rng, roots, model=model, fmt=fmt,
+                                     newline_id=tokenizer.newline_id, search=search, cfg=cfg)
