@@ -1,0 +1,83 @@
+"""Meta-CoT traces from the model's own searches: mctx trees, linearized in simulation order.
+
+Node i of an mctx tree was made by simulation i (node 0 is the root), so reading the
+nodes in index order replays the search as it happened: each node is one explored
+step from its parent's state, and a jump to a node whose parent is not the
+current state is a backtrack. Only trees that reached the target are kept
+(Meta-STaR keeps verified runs).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.metacot import trace
+from metacot_jax.models.transformer import ModelConfig
+from metacot_jax.search import mcts, step_mdp
+from metacot_jax.search.step_parser import StepFormat
+from metacot_jax.tasks.countdown import Countdown
+
+
+def _state(node_state, count) -> tuple[Fraction, ...]:
+  return tuple(sorted(Fraction(int(n), int(d)) for n, d in node_state[:int(count)]))
+
+
+def tree_expansions(problem: Countdown, tokenizer: Tokenizer, nodes: step_mdp.Node,
+                    parents: np.ndarray) -> tuple[list[trace.Expansion], list[int]] | None:
+  """(expansions in simulation order, solution path) of one problem's tree, or None.
+
+  `nodes` holds one problem's tree embeddings ([S+1] leading axis), `parents` [S+1].
+  Dead candidates (nothing appended) and nodes below terminal ones are skipped.
+  """
+  expansions, index_of, solved_at = [], {}, None
+  for i in range(1, len(parents)):
+    p = int(parents[i])
+    if p < 0 or nodes.terminal[p] or nodes.length[i] <= nodes.length[p]:
+      continue
+    step = tokenizer.decode(nodes.tokens[i][int(nodes.length[p]):int(nodes.length[i])]).rstrip("\n")
+    parent_state = _state(nodes.state[p], nodes.count[p])
+    child_state = _state(nodes.state[i], nodes.count[i])
+    index_of[i] = len(expansions)
+    expansions.append(trace.Expansion(parent_state, step, child_state, float(nodes.value[i])))
+    if solved_at is None and nodes.answered[i] and child_state == (Fraction(problem.target),):
+      solved_at = i
+  if solved_at is None:
+    return None
+  path, i = [], solved_at
+  while i > 0:
+    path.append(index_of[i])
+    i = int(parents[i])
+  # the explored prefix up to the solution: what was searched before the goal was reached
+  end = index_of[solved_at] + 1
+  return expansions[:end], sorted(path)
+
+
+def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
+                  search: step_mdp.SearchConfig, cfg: mcts.MCTSConfig, *, batch_size: int,
+                  seed: int) -> list[tuple[Countdown, list[trace.Line]]]:
+  """MCTS on every problem; the verified trees, linearized into Meta-CoT traces."""
+  fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
+  out = []
+  for start in range(0, len(problems), batch_size):
+    chunk = list(problems[start:start + batch_size])
+    real = len(chunk)
+    chunk += [chunk[-1]] * (batch_size - real)
+    roots = step_mdp.root_nodes(chunk, tokenizer, model, search)
+    _, policy_output = mcts.tree_search(
+        params, jax.random.fold_in(jax.random.PRNGKey(seed), start), roots, model=model,
+        fmt=fmt, newline_id=tokenizer.newline_id, search=search, cfg=cfg)
+    tree = jax.device_get(policy_output.search_tree)
+    for b in range(real):
+      nodes = jax.tree.map(lambda x: x[b], tree.embeddings)
+      found = tree_expansions(chunk[b], tokenizer, nodes, tree.parents[b])
+      if found is not None:
+        try:
+          out.append((chunk[b], trace.linearize(chunk[b], *found)))
+        except ValueError:  # the path is not a legal solution (possible without the verifier)
+          continue
+  return out

@@ -1,0 +1,60 @@
+"""AlphaZero-style policy improvement: train the LM toward the search's choices.
+
+At a searched node the LM's distribution over its K candidate steps is the softmax
+of their sequence log-probabilities (the prior the search used, see
+`step_mdp.expand`). The policy loss is the cross-entropy from mctx's
+`action_weights` (a stop-gradient target) to that distribution; the value loss is
+binary cross-entropy of the PRM at the node against the search's outcome.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from metacot_jax.models.transformer import ModelConfig, forward
+from metacot_jax.train.state import TrainState
+
+
+def candidate_logprobs(params, config: ModelConfig, prefix_BxT, prefix_len_B, cand_BxKxS,
+                       cand_len_BxK, mean: bool = True):
+  """log pi(candidate | prefix) for every candidate, [B, K] (per-token mean if `mean`)."""
+  b, k, s = cand_BxKxS.shape
+  t = prefix_BxT.shape[1]
+  pos_T = jnp.arange(t)
+  offset_BxKxT = pos_T[None, None] - prefix_len_B[:, None, None]
+  cand_tok = jnp.take_along_axis(cand_BxKxS, jnp.clip(offset_BxKxT, 0, s - 1), axis=2)
+  in_cand = (offset_BxKxT >= 0) & (offset_BxKxT < cand_len_BxK[..., None])
+  seq_BxKxT = jnp.where(in_cand, cand_tok, jnp.where(offset_BxKxT < 0, prefix_BxT[:, None], 0))
+  logits, _, _ = forward(params, config, seq_BxKxT.reshape(b * k, t))
+  logp = jax.nn.log_softmax(logits[:, :-1])
+  token_logp = jnp.take_along_axis(logp, seq_BxKxT.reshape(b * k, t)[:, 1:, None], -1)[..., 0]
+  total_BxK = jnp.sum(token_logp * in_cand.reshape(b * k, t)[:, 1:], 1).reshape(b, k)
+  return total_BxK / jnp.maximum(cand_len_BxK, 1) if mean else total_BxK
+
+
+def alphazero_loss(params, batch, config: ModelConfig, value_weight: float):
+  """batch: prefix [B, T], prefix_len [B], candidates [B, K, S], cand_len [B, K],
+  cand_valid [B, K], weights [B, K] (mctx action_weights), outcome [B] in [0, 1]."""
+  logp_BxK = candidate_logprobs(params, config, batch["prefix"], batch["prefix_len"],
+                                batch["candidates"], batch["cand_len"])
+  logits_BxK = jnp.where(batch["cand_valid"], logp_BxK, jnp.finfo(jnp.float32).min)
+  target_BxK = jax.lax.stop_gradient(batch["weights"])
+  policy_loss = jnp.mean(optax.softmax_cross_entropy(logits_BxK, target_BxK))
+  _, value_logits_BxT, _ = forward(params, config, batch["prefix"])
+  rows = jnp.arange(batch["prefix"].shape[0])
+  value_logit_B = value_logits_BxT[rows, batch["prefix_len"] - 1]
+  value_loss = jnp.mean(optax.sigmoid_binary_cross_entropy(value_logit_B, batch["outcome"]))
+  return policy_loss + value_weight * value_loss, {"policy_loss": policy_loss,
+                                                   "value_loss": value_loss}
+
+
+@functools.partial(jax.jit, static_argnames=("config", "value_weight"), donate_argnums=0)
+def alphazero_step(state: TrainState, batch: dict, *, config: ModelConfig,
+                   value_weight: float = 1.0):
+  (loss, metrics), grads = jax.value_and_grad(alphazero_loss, has_aux=True)(
+      state.params, batch, config, value_weight)
+  return state.apply_gradients(grads=grads), {**metrics, "loss": loss}
