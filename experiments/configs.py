@@ -70,8 +70,21 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.policy = "gumbel"
   c.search.batch_size = 50
 
+  c.baselines = ml_collections.ConfigDict()
+  c.baselines.beam_widths = [1, 2, 4]  # BFS (PRM) and beam (log-prob) widths
+  c.baselines.expansions = [3, 6, 12]  # best-first and DFS budgets
+  c.baselines.samples = 32  # N of sample-N: pass@k, maj@k, best-of-k for k <= N
+
+  c.star = ml_collections.ConfigDict()
+  c.star.rounds = 2
+  c.star.simulations = 8  # MCTS budget per training puzzle
+  c.star.from_previous = True  # fine-tune the previous round's weights (else the round-0 model)
+  c.star.keep_round0 = True  # mix the symbolic traces into every round
+  c.star.sft = _train(300, 32, 5e-4, 20, 100, 224)
+
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 100
+  c.eval.max_new_tokens = 80  # whole CoT solutions (sampling baselines)
 
   if preset == "quick":
     c.data.train_puzzles, c.data.test_puzzles, c.data.hard_puzzles = 150, 50, 50
@@ -81,6 +94,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.sft = _train(60, 16, 3e-3, 10, 30, 96)
     c.metacot_sft = _train(60, 16, 3e-3, 10, 30, 192)
     c.search.simulations = [2, 4]
+    c.star.rounds, c.star.simulations = 1, 4
+    c.baselines.beam_widths, c.baselines.expansions, c.baselines.samples = [2], [3], 4
+    c.star.sft = _train(20, 16, 1e-3, 2, 10, 192)
     c.search.batch_size = 50
     c.eval.batch_size = 50
   elif preset == "full":
@@ -92,4 +108,6 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.search.num_candidates = 8
     c.search.simulations = [4, 8, 16, 32, 64]
     c.search.batch_size = 100
+    c.star.rounds, c.star.simulations = 3, 32
+    c.star.sft = _train(4000, 256, 3e-4, 100, 500, 512)
   return c

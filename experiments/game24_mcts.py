@@ -17,6 +17,7 @@ import functools
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
@@ -26,12 +27,14 @@ from experiments import configs, report
 from metacot_jax.data import examples, load_game24
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import evaluate as metacot_eval
-from metacot_jax.metacot import round0
+from metacot_jax.metacot import from_search, round0, trace
 from metacot_jax.models import ModelConfig, count_params
 from metacot_jax.runs import RunDir
+from metacot_jax.search import baselines
 from metacot_jax.search import evaluate as search_eval
 from metacot_jax.search.mcts import MCTSConfig
-from metacot_jax.search.step_mdp import SearchConfig
+from metacot_jax.search.step_mdp import PolicyValue, SearchConfig
+from metacot_jax.search.step_parser import StepFormat
 from metacot_jax.tasks import game24
 from metacot_jax.train import OptimizerConfig, create_train_state, sft_step, train
 
@@ -71,17 +74,25 @@ def model_config(tokenizer: Tokenizer, c) -> ModelConfig:
                      num_layers=c.num_layers, num_heads=c.num_heads, d_ff=c.d_ff)
 
 
-def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data: dict):
-  """Trains (or resumes, or restores when finished) one SFT phase; returns its state."""
+def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, init_params=None):
+  """Trains (or resumes, or restores when finished) one SFT phase; returns its state.
+
+  `data_fn()` builds the training arrays; it is not called when the phase has finished.
+  """
   opt = OptimizerConfig(learning_rate=tc.learning_rate, warmup_steps=tc.warmup_steps,
                         total_steps=tc.steps)
-  state = create_train_state(jax.random.PRNGKey(cfg.seed), model, opt)
+  if init_params is not None:  # the train step donates its state: keep the caller's params
+    init_params = jax.tree.map(jnp.copy, init_params)
+  state = create_train_state(jax.random.PRNGKey(cfg.seed), model, opt, params=init_params)
   checkpoints = run.checkpoints(name)
-  step = functools.partial(sft_step, config=model, value_weight=cfg.value_weight)
-  state, _ = train(state, data, step, num_steps=tc.steps, batch_size=tc.batch_size,
-                   seed=cfg.seed, checkpoints=checkpoints, checkpoint_every=tc.checkpoint_every,
-                   config_to_save=cfg.to_dict(), log_fn=lambda s, m: run.log(name, s, m),
-                   desc=name)
+  if checkpoints.latest_step() == tc.steps:
+    state = checkpoints.restore(state)[1]
+  else:
+    step = functools.partial(sft_step, config=model, value_weight=cfg.value_weight)
+    state, _ = train(state, data_fn(), step, num_steps=tc.steps, batch_size=tc.batch_size,
+                     seed=cfg.seed, checkpoints=checkpoints,
+                     checkpoint_every=tc.checkpoint_every, config_to_save=cfg.to_dict(),
+                     log_fn=lambda s, m: run.log(name, s, m), desc=name)
   checkpoints.close()
   return state
 
@@ -116,18 +127,24 @@ def main(argv):
     exs = (examples.cot_examples(train_p, cfg.data.max_solutions, cfg.seed)
            + examples.walk_examples(train_p, cfg.data.walks_per_problem, cfg.seed))
     return examples.encode(tokenizer, exs, cfg.sft.length)[0]
-  cot_state = sft(cfg, run, "sft_cot", cot_model, cfg.sft, cot_data())
+  cot_state = sft(cfg, run, "sft_cot", cot_model, cfg.sft, cot_data)
   run.save("models", {"cot_params": count_params(cot_state.params)})
 
-  # 2. Meta-CoT SFT on symbolic search traces.
-  def metacot_data():
-    traces = round0.symbolic_traces(train_p, cfg.data.traces_per_problem, cfg.seed)
+  # 2. Meta-CoT SFT on symbolic search traces (and the same PRM walks).
+  walks = examples.walk_examples(train_p, cfg.data.walks_per_problem, cfg.seed)
+
+  def metacot_data(traces, key):
     exs = [round0.trace_segments(p, lines, cfg.data.loss_variant) for p, lines in traces]
-    arrays, dropped = examples.encode(tokenizer, exs, cfg.metacot_sft.length)
-    run.save("metacot_data", {"traces": len(traces), "dropped_too_long": dropped,
-                              "examples": int(arrays["tokens"].shape[0])})
+    arrays, dropped = examples.encode(tokenizer, exs + walks, cfg.metacot_sft.length)
+    lengths = [len(tokenizer.encode(trace.trace_text(lines))) for _, lines in traces]
+    run.save(key, {"traces": len(traces), "dropped_too_long": dropped,
+                   "mean_trace_tokens": float(np.mean(lengths)) if lengths else 0.0,
+                   "examples": int(arrays["tokens"].shape[0])})
     return arrays
-  metacot_state = sft(cfg, run, "sft_metacot", metacot_model, cfg.metacot_sft, metacot_data())
+
+  symbolic = lambda: round0.symbolic_traces(train_p, cfg.data.traces_per_problem, cfg.seed)
+  metacot_state = sft(cfg, run, "sft_metacot", metacot_model, cfg.metacot_sft,
+                      lambda: metacot_data(symbolic(), "metacot_data"))
   run.save("models", {**run.results["models"],
                       "metacot_params": count_params(metacot_state.params)})
 
@@ -157,6 +174,75 @@ def main(argv):
             seed=cfg.seed))
         print(f"{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes, "
               f"{result['tokens_generated']:.0f} tokens")
+
+  # 5. Baselines on the same LM, interface and accounting (with the verifier in search).
+  search = search_config(cfg, use_verifier=True)
+  fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
+  kw = dict(model=cot_model, fmt=fmt, newline_id=tokenizer.newline_id, search=search)
+  methods = {f"bfs/{b}": functools.partial(baselines.beam, beam_width=b, score="value", **kw)
+             for b in cfg.baselines.beam_widths}
+  methods |= {f"beam/{b}": functools.partial(baselines.beam, beam_width=b, score="logprob", **kw)
+              for b in cfg.baselines.beam_widths}
+  for order, name in (("value", "best_first"), ("dfs", "dfs")):
+    methods |= {f"{name}/{e}": functools.partial(baselines.best_first, max_expansions=e,
+                                                 order=order, **kw)
+                for e in cfg.baselines.expansions}
+  for key, fn in methods.items():
+    result = run.phase(key, lambda: search_eval.batched(
+        lambda rng, roots: fn(cot_state.params, rng, roots), test_p, tokenizer, cot_model,
+        search, batch_size=cfg.search.batch_size, seed=cfg.seed))
+    print(f"{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes")
+
+  def sampling_curves():
+    samples = baselines.sample_n(cot_state.params, jax.random.PRNGKey(cfg.seed), test_p,
+                                 tokenizer, cot_model, cfg.baselines.samples,
+                                 cfg.eval.max_new_tokens)
+    return baselines.sample_curves(samples, test_p)
+  curves = run.phase("sampling", sampling_curves)
+  for name, curve in curves.items():
+    print(f"{name}: " + ", ".join(f"k={k} {a:.1%}" for k, a in zip(curve["k"], curve["accuracy"])))
+
+  # 6. Meta-STaR: search with the current Meta-CoT policy on the train split, keep the
+  # verified runs, linearize them, fine-tune, repeat.
+  policies = [metacot_state.params]
+  star_search = search_config(cfg, use_verifier=True)
+  star_mcts = MCTSConfig(num_simulations=cfg.star.simulations, policy=cfg.search.policy,
+                         max_num_considered_actions=star_search.num_candidates)
+  solved_ever: set[int] = set()
+  for r in range(1, cfg.star.rounds + 1):
+    name = f"star_{r}"
+
+    def round_data(r=r):
+      found = from_search.search_traces(
+          policies[-1], metacot_model, tokenizer, train_p, star_search, star_mcts,
+          batch_size=cfg.search.batch_size, seed=cfg.seed + r)
+      run.save(f"star/{r}/solved", [i for i, _ in found])
+      traces = [(train_p[i], lines) for i, lines in found]
+      if cfg.star.keep_round0:
+        traces += symbolic()
+      return metacot_data(traces, f"star/{r}/data")
+
+    init = policies[-1] if cfg.star.from_previous else metacot_state.params
+    state = sft(cfg, run, name, metacot_model, cfg.star.sft, round_data, init_params=init)
+    policies.append(state.params)
+    solved = run.results[f"star/{r}/solved"]
+    run.phase(f"star/{r}", lambda: {
+        "greedy_test": metacot_eval.in_context(state.params, metacot_model, tokenizer, test_p,
+                                               batch_size=cfg.eval.batch_size)["accuracy"],
+        "train_solved_by_search": len(solved),
+        "newly_solved": len(set(solved) - solved_ever) if r > 1 else len(solved),
+    })
+    solved_ever |= set(solved)
+    print(f"Meta-STaR round {r}: {run.results[f'star/{r}']}")
+
+  # TS-LLM's table: MCTS accuracy for every (policy_i, value_j) pair of rounds.
+  for i, policy in enumerate(policies):
+    for j, value in enumerate(policies):
+      pair = PolicyValue(policy, value) if i != j else policy
+      method = search_eval.mcts_method(pair, metacot_model, tokenizer, star_search, star_mcts)
+      run.phase(f"star/pairs/{i}/{j}", lambda: search_eval.batched(
+          method, test_p, tokenizer, metacot_model, star_search,
+          batch_size=cfg.search.batch_size, seed=cfg.seed)["accuracy"])
 
   report.write(run)
   print(f"wrote {run.results_path} and {run.path / 'report.md'}")

@@ -59,8 +59,8 @@ def tree_expansions(problem: Countdown, tokenizer: Tokenizer, nodes: step_mdp.No
 
 def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
                   search: step_mdp.SearchConfig, cfg: mcts.MCTSConfig, *, batch_size: int,
-                  seed: int) -> list[tuple[Countdown, list[trace.Line]]]:
-  """MCTS on every problem; the verified trees, linearized into Meta-CoT traces."""
+                  seed: int) -> list[tuple[int, list[trace.Line]]]:
+  """MCTS on every problem; (problem index, trace) for the verified trees, linearized."""
   fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
   out = []
   for start in range(0, len(problems), batch_size):
@@ -77,7 +77,8 @@ def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Se
       found = tree_expansions(chunk[b], tokenizer, nodes, tree.parents[b])
       if found is not None:
         try:
-          out.append((chunk[b], trace.linearize(chunk[b], *found)))
+          out.append((start + b, trace.linearize(chunk[b], *found)))
         except ValueError:  # the path is not a legal solution (possible without the verifier)
           continue
   return out
+

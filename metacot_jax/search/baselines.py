@@ -16,8 +16,9 @@ Reading a child's PRM value is one more prefill of the child's prefix.
 - `greedy` and `sample_n`: whole solutions decoded in one KV-cached call; `sample_n`
   gives pass@k, maj@k and best-of-N by the PRM as curves of accuracy against compute.
 
-`beam`, `best_first` and `greedy` are jitted functions of (params, rng, roots)
-with fixed shapes and `lax` loops; all return `results.SearchOutput`.
+`beam`, `best_first` (of params, rng, roots) and `greedy` (of params, roots) each
+run as one jitted call with fixed shapes and `lax` loops, batched over problems;
+all return `results.SearchOutput`, as does `sample_n`'s best-of-N choice.
 """
 
 from __future__ import annotations
@@ -60,9 +61,15 @@ def _all_children(nodes: Node, cfg: SearchConfig) -> Node:
   return step_mdp.child(parents, jnp.tile(jnp.arange(k), m), cfg)
 
 
+def _value_params(params):
+  """The PRM's params: a separate value network (`step_mdp.PolicyValue`) or the policy's."""
+  policy, value = step_mdp.split_params(params)
+  return policy if value is None else value
+
+
 def _child_values(params, model: ModelConfig, children: Node, needed_M):
   """PRM values of children [M] by one prefill of their prefixes; work [M] where needed."""
-  pre = sampling.prefill(params, model, children.tokens, children.length)
+  pre = sampling.prefill(_value_params(params), model, children.tokens, children.length)
   value_M = jnp.where(needed_M, jax.nn.sigmoid(pre.value_logits_B), 0.0)
   processed_M = jnp.where(needed_M, children.length, 0)
   return children.replace(value=value_M), processed_M, needed_M.astype(jnp.int32)
@@ -126,8 +133,6 @@ def _kept_weights(kept_BxK):
 # Beam search (policy log-prob) and ToT's BFS (PRM value).
 
 
-@functools.partial(jax.jit, static_argnames=("model", "fmt", "newline_id", "search", "beam_width",
-                                             "score"))
 def beam(params, rng, roots: Node, *, model: ModelConfig, fmt: StepFormat, newline_id: int,
          search: SearchConfig, beam_width: int, score: str = "logprob") -> SearchOutput:
   """Step-level beam search from unexpanded roots [B] (see `step_mdp.root_nodes`).
@@ -144,9 +149,12 @@ def beam(params, rng, roots: Node, *, model: ModelConfig, fmt: StepFormat, newli
                beam_width=beam_width, score=score)[0]
 
 
+@functools.partial(jax.jit, static_argnames=("model", "fmt", "newline_id", "search", "beam_width",
+                                             "score"))
 def _beam(params, rng, roots: Node, *, model, fmt, newline_id, search: SearchConfig,
           beam_width: int, score: str):
-  """`beam`, plus a trace: kept nodes per level (tokens [D, B, b, T], live [D, B, b])."""
+  """`beam`, plus a trace per level: the beam (tokens [D, B, b, T], live [D, B, b]) and the
+  children whose value was read (count and prefix tokens, [D, B])."""
   if score not in ("logprob", "value"):
     raise ValueError(f"score must be 'logprob' or 'value', got {score!r}")
   if beam_width < 1:
@@ -171,11 +179,13 @@ def _beam(params, rng, roots: Node, *, model, fmt, newline_id, search: SearchCon
 
     kids = _all_children(flat, search)  # [B*b*K]
     valid = flat.cand_valid.reshape(-1)
+    processed, calls = jnp.zeros((2, bsz * b * k), jnp.int32)
     if score == "value" or not search.use_verifier:
       needed = valid if score == "value" else valid & kids.answered
       kids, processed, calls = _child_values(params, model, kids, needed)
-      work[2] = work[2] + processed.reshape(bsz, -1).sum(1)
-      work[3] = work[3] + calls.reshape(bsz, -1).sum(1)
+    valued_B, valued_tokens_B = calls.reshape(bsz, -1).sum(1), processed.reshape(bsz, -1).sum(1)
+    work[2] = work[2] + valued_tokens_B
+    work[3] = work[3] + valued_B
     if not search.use_verifier:
       kids = step_mdp.learned_scores(kids)
     if score == "value":
@@ -196,7 +206,8 @@ def _beam(params, rng, roots: Node, *, model, fmt, newline_id, search: SearchCon
     cum_BxB = jnp.where(keep_BxB, top_BxB, 0.0)
     chosen_BxK = jnp.sum(jax.nn.one_hot(index_BxB, b * k) * keep_BxB[..., None], 1)[:, :k]
     root_weights = jnp.where(depth == 0, _kept_weights(chosen_BxK > 0), root_weights)
-    trace = (flat.tokens.reshape(bsz, b, -1), live_BxB)
+    trace = {"tokens": flat.tokens.reshape(bsz, b, -1), "live": live_BxB, "valued": valued_B,
+             "valued_tokens": valued_tokens_B}
     return (kept, cum_BxB, answer, work, root_weights, root_value), trace
 
   carry = (kept, cum_BxB, _Answer.empty(roots), work, jnp.zeros((bsz, k), jnp.float32),
@@ -206,16 +217,13 @@ def _beam(params, rng, roots: Node, *, model, fmt, newline_id, search: SearchCon
   out = _output(answer, work, root_weights, root_value)
   chex.assert_shape(out.answer_tokens, (bsz, model.max_len))
   chex.assert_shape([out.answered, out.score, out.nodes, out.root_value], (bsz,))
-  return out, {"tokens": trace[0], "live": trace[1]}
+  return out, trace
 
 
 # ---------------------------------------------------------------------------------------------
 # Best-first search (A* with the PRM as heuristic) and DFS with a value threshold.
 
 
-@functools.partial(jax.jit, static_argnames=("model", "fmt", "newline_id", "search",
-                                             "max_expansions", "frontier_size", "order",
-                                             "value_threshold"))
 def best_first(params, rng, roots: Node, *, model: ModelConfig, fmt: StepFormat, newline_id: int,
                search: SearchConfig, max_expansions: int, frontier_size: int = 64,
                order: str = "value", value_threshold: float = 0.0) -> SearchOutput:
@@ -234,14 +242,23 @@ def best_first(params, rng, roots: Node, *, model: ModelConfig, fmt: StepFormat,
   """
   return _best_first(params, rng, roots, model=model, fmt=fmt, newline_id=newline_id,
                      search=search, max_expansions=max_expansions, frontier_size=frontier_size,
-                     order=order, value_threshold=value_threshold)[0]
+                     depth_weight=_depth_weight(order), value_threshold=value_threshold)[0]
 
 
-def _best_first(params, rng, roots: Node, *, model, fmt, newline_id, search: SearchConfig,
-                max_expansions: int, frontier_size: int, order: str, value_threshold: float):
-  """`best_first`, plus a trace: popped nodes (tokens [E, B, T], expanded [E, B])."""
+def _depth_weight(order: str) -> float:
+  """Priority = depth * weight + value: 0 orders by value, 10 (> any value) deepest first."""
   if order not in ("value", "dfs"):
     raise ValueError(f"order must be 'value' or 'dfs', got {order!r}")
+  return 0.0 if order == "value" else 10.0
+
+
+@functools.partial(jax.jit, static_argnames=("model", "fmt", "newline_id", "search",
+                                             "max_expansions", "frontier_size"))
+def _best_first(params, rng, roots: Node, *, model, fmt, newline_id, search: SearchConfig,
+                max_expansions: int, frontier_size: int, depth_weight, value_threshold):
+  """`best_first` with a traced priority (one compile serves both orders), plus a trace per
+  iteration [E, B]: whether a node was expanded, its depth and length, and the children
+  whose value was read (count and prefix tokens)."""
   if max_expansions < 1 or frontier_size < 1:
     raise ValueError(f"max_expansions ({max_expansions}) and frontier_size ({frontier_size}) "
                      "must be at least 1")
@@ -251,16 +268,15 @@ def _best_first(params, rng, roots: Node, *, model, fmt, newline_id, search: Sea
   frontier = jax.tree.map(lambda x: jnp.repeat(x[:, None], f, axis=1), roots)  # [B, F]
   priority_BxF = jnp.where(jnp.arange(f) == 0, 0.0, NEG_INF)[None].repeat(bsz, 0)
   work = [jnp.zeros(bsz, jnp.int32) for _ in COMPUTE_FIELDS]
-  trace_tokens = jnp.zeros((max_expansions, bsz, model.max_len), jnp.int32)
-  trace_live = jnp.zeros((max_expansions, bsz), bool)
+  trace = {name: jnp.zeros((max_expansions, bsz), jnp.int32)
+           for name in ("live", "depth", "length", "valued", "valued_tokens")}
 
   def cond(carry):
     it, _, priority_BxF, done_B, *_ = carry
     return (it < max_expansions) & jnp.any(~done_B & jnp.any(priority_BxF > NEG_INF, 1))
 
   def body(carry):
-    (it, frontier, priority_BxF, done_B, answer, work, root_weights, root_value,
-     trace_tokens, trace_live) = carry
+    it, frontier, priority_BxF, done_B, answer, work, root_weights, root_value, trace = carry
     pop_B = jnp.argmax(priority_BxF, 1)
     active_B = (priority_BxF[rows, pop_B] > NEG_INF) & ~done_B
     node = jax.tree.map(lambda x: x[rows, pop_B], frontier)
@@ -275,8 +291,9 @@ def _best_first(params, rng, roots: Node, *, model, fmt, newline_id, search: Sea
     kids = _all_children(node, search)  # [B*K]
     valid = node.cand_valid.reshape(-1)
     kids, processed, calls = _child_values(params, model, kids, valid)
-    work[2] = work[2] + processed.reshape(bsz, k).sum(1)
-    work[3] = work[3] + calls.reshape(bsz, k).sum(1)
+    valued_B, valued_tokens_B = calls.reshape(bsz, k).sum(1), processed.reshape(bsz, k).sum(1)
+    work[2] = work[2] + valued_tokens_B
+    work[3] = work[3] + valued_B
     if not search.use_verifier:
       kids = step_mdp.learned_scores(kids)
     kids_BxK = jax.tree.map(lambda x: x.reshape((bsz, k) + x.shape[1:]), kids)
@@ -288,44 +305,54 @@ def _best_first(params, rng, roots: Node, *, model, fmt, newline_id, search: Sea
     done_B = done_B | jnp.any(answered_BxK, 1)
 
     push_BxK = valid_BxK & ~kids_BxK.terminal & (kids_BxK.value >= value_threshold)
-    if order == "value":
-      kid_priority = kids_BxK.value
-    else:
-      kid_priority = kids_BxK.depth * 10.0 + kids_BxK.value
-    kid_priority = jnp.where(push_BxK, kid_priority, NEG_INF)
+    kid_priority = jnp.where(push_BxK, kids_BxK.depth * depth_weight + kids_BxK.value, NEG_INF)
     both = jnp.concatenate([priority_BxF, kid_priority], 1)  # [B, F+K]
     priority_BxF, keep_BxF = jax.lax.top_k(both, f)
     merged = jax.tree.map(lambda a, c: jnp.concatenate([a, c], 1), frontier, kids_BxK)
     frontier = _gather(merged, keep_BxF)
     root_weights = jnp.where(it == 0, _kept_weights(push_BxK), root_weights)
-    trace_tokens = trace_tokens.at[it].set(node.tokens)
-    trace_live = trace_live.at[it].set(active_B)
+    now = {"live": active_B, "depth": node.depth, "length": node.length,
+           "valued": valued_B, "valued_tokens": valued_tokens_B}
+    trace = {name: trace[name].at[it].set(jnp.where(active_B, now[name], 0).astype(jnp.int32))
+             for name in trace}
     return (it + 1, frontier, priority_BxF, done_B, answer, work, root_weights, root_value,
-            trace_tokens, trace_live)
+            trace)
 
   carry = (jnp.int32(0), frontier, priority_BxF, jnp.zeros(bsz, bool), _Answer.empty(roots), work,
-           jnp.zeros((bsz, k), jnp.float32), jnp.zeros(bsz, jnp.float32), trace_tokens,
-           trace_live)
-  (_, _, _, _, answer, work, root_weights, root_value, trace_tokens,
-   trace_live) = jax.lax.while_loop(cond, body, carry)
+           jnp.zeros((bsz, k), jnp.float32), jnp.zeros(bsz, jnp.float32), trace)
+  _, _, _, _, answer, work, root_weights, root_value, trace = jax.lax.while_loop(
+      cond, body, carry)
   out = _output(answer, work, root_weights, root_value)
   chex.assert_shape(out.answer_tokens, (bsz, model.max_len))
   chex.assert_shape([out.answered, out.score, out.nodes, out.root_value], (bsz,))
-  return out, {"tokens": trace_tokens, "live": trace_live}
+  return out, {name: x.astype(bool) if name == "live" else x for name, x in trace.items()}
 
 
 # ---------------------------------------------------------------------------------------------
 # Whole solutions: greedy decoding and N samples (pass@k, maj@k, best-of-N by the PRM).
 
 
-def _solution_rows(prompt_BxT, prompt_lengths_B, out: sampling.Samples, *, newline_id: int,
-                   answer_id: int) -> tuple[SearchOutput, jax.Array]:
+def _append(prompt_BxT, prompt_lengths_B, generated_BxN, keep_B):
+  """Prompts [B, T] followed by the first keep_B generated tokens of each row."""
+  offset_BxT = jnp.arange(prompt_BxT.shape[1])[None] - prompt_lengths_B[:, None]
+  index_BxT = jnp.clip(offset_BxT, 0, generated_BxN.shape[1] - 1)
+  appended_BxT = jnp.take_along_axis(generated_BxN, index_BxT, 1)
+  in_new_BxT = (offset_BxT >= 0) & (offset_BxT < keep_B[:, None])
+  return jnp.where(in_new_BxT, appended_BxT, jnp.where(offset_BxT < 0, prompt_BxT, 0))
+
+
+def _solution_rows(params, prompt_BxT, prompt_lengths_B, out: sampling.Samples, *,
+                   model: ModelConfig, newline_id: int, answer_id: int
+                   ) -> tuple[SearchOutput, jax.Array]:
   """Whole generations [B] as search outputs, and their final PRM values [B].
 
   The answer node is the prompt plus the step lines before the first `Answer: `
   line (so `results.summarize` checks the steps, as for step-level search);
   answered when such a line was generated and the row stopped. The score is the
-  final PRM value (learned). A node is a generated line before the answer.
+  final PRM value (learned): the value logit at the last generated token, or, with
+  a separate value network (`step_mdp.PolicyValue`), one more prefill of the whole
+  sequence, counted. A node is a generated line before the answer. There is no
+  search at the root: `root_weights` [B, 1] and `root_value` are zeros.
   """
   bsz, n = out.tokens_BxN.shape
   t = jnp.arange(n)
@@ -335,39 +362,51 @@ def _solution_rows(prompt_BxT, prompt_lengths_B, out: sampling.Samples, *, newli
   is_answer_BxN = (out.tokens_BxN == answer_id) & line_start_BxN & generated_BxN
   answered_B = jnp.any(is_answer_BxN, 1) & out.stopped_B
   steps_end_B = jnp.where(jnp.any(is_answer_BxN, 1), jnp.argmax(is_answer_BxN, 1), out.lengths_B)
-  value_B = jax.nn.sigmoid(out.values_BxN[jnp.arange(bsz), jnp.maximum(out.lengths_B - 1, 0)])
-
-  positions_T = jnp.arange(prompt_BxT.shape[1])
-  offset_BxT = positions_T[None] - prompt_lengths_B[:, None]
-  appended_BxT = jnp.take_along_axis(out.tokens_BxN, jnp.clip(offset_BxT, 0, n - 1), 1)
-  in_steps_BxT = (offset_BxT >= 0) & (offset_BxT < steps_end_B[:, None])
-  tokens_BxT = jnp.where(in_steps_BxT, appended_BxT, jnp.where(offset_BxT < 0, prompt_BxT, 0))
-  nodes_B = jnp.sum((out.tokens_BxN == newline_id) & (t[None] < steps_end_B[:, None]), 1)
   generated = out.lengths_B.astype(jnp.int32)
+  processed_B, calls_B = prompt_lengths_B + generated, 1 + generated
+  _, value_params = step_mdp.split_params(params)
+  if value_params is None:
+    value_B = jax.nn.sigmoid(out.values_BxN[jnp.arange(bsz), jnp.maximum(generated - 1, 0)])
+  else:
+    whole_BxT = _append(prompt_BxT, prompt_lengths_B, out.tokens_BxN, generated)
+    value_B = jax.nn.sigmoid(sampling.prefill(value_params, model, whole_BxT,
+                                              prompt_lengths_B + generated).value_logits_B)
+    processed_B, calls_B = 2 * processed_B, calls_B + 1
+
+  tokens_BxT = _append(prompt_BxT, prompt_lengths_B, out.tokens_BxN, steps_end_B)
+  nodes_B = jnp.sum((out.tokens_BxN == newline_id) & (t[None] < steps_end_B[:, None]), 1)
   output = SearchOutput(
       tokens_BxT.astype(jnp.int32), (prompt_lengths_B + steps_end_B).astype(jnp.int32),
       answered_B, jnp.where(answered_B, value_B, 0.0), nodes_B.astype(jnp.int32), generated,
-      (prompt_lengths_B + generated).astype(jnp.int32), (1 + generated).astype(jnp.int32),
-      jnp.zeros((bsz, 1), jnp.float32), value_B)
+      processed_B.astype(jnp.int32), calls_B.astype(jnp.int32),
+      jnp.zeros((bsz, 1), jnp.float32), jnp.zeros(bsz, jnp.float32))
   return output, value_B
 
 
-@functools.partial(jax.jit, static_argnames=("model", "newline_id", "eos_id", "answer_id",
-                                             "max_new_tokens"))
 def greedy(params, roots: Node, *, model: ModelConfig, newline_id: int, eos_id: int,
            answer_id: int, max_new_tokens: int) -> SearchOutput:
   """Greedy whole-solution decoding from the roots' prompts [B], until `<eos>`.
 
   One prefill (reading the prompt) and one forward per generated token. The
-  answer node holds the generated step lines (see `_solution_rows`); `root_weights`
-  is [B, 1] zeros. The caller keeps prompt length + `max_new_tokens` within the
-  model's `max_len` (`check_greedy_fits`).
+  answer node holds the generated step lines (see `_solution_rows`). Called with
+  concrete roots, it first checks that prompts plus `max_new_tokens` fit the context.
   """
+  if not isinstance(roots.length, jax.core.Tracer):
+    check_greedy_fits(roots, model, max_new_tokens)
+  return _greedy(params, roots, model=model, newline_id=newline_id, eos_id=eos_id,
+                 answer_id=answer_id, max_new_tokens=max_new_tokens)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "newline_id", "eos_id", "answer_id",
+                                             "max_new_tokens"))
+def _greedy(params, roots: Node, *, model: ModelConfig, newline_id: int, eos_id: int,
+            answer_id: int, max_new_tokens: int) -> SearchOutput:
   cfg = sampling.SamplingConfig(max_new_tokens, 0.0, 0, (eos_id,))
-  pre = sampling.prefill(params, model, roots.tokens, roots.length)
-  out = sampling.decode(params, model, jax.random.PRNGKey(0), pre, cfg)
-  output, _ = _solution_rows(jnp.asarray(roots.tokens), jnp.asarray(roots.length), out,
-                             newline_id=newline_id, answer_id=answer_id)
+  policy, _ = step_mdp.split_params(params)
+  pre = sampling.prefill(policy, model, roots.tokens, roots.length)
+  out = sampling.decode(policy, model, jax.random.PRNGKey(0), pre, cfg)
+  output, _ = _solution_rows(params, jnp.asarray(roots.tokens), jnp.asarray(roots.length), out,
+                             model=model, newline_id=newline_id, answer_id=answer_id)
   return output
 
 
@@ -382,14 +421,14 @@ def check_greedy_fits(roots: Node, model: ModelConfig, max_new_tokens: int):
 class SampleSet(NamedTuple):
   """N whole solutions per problem (host side; [B, N] arrays, row-major per problem)."""
   texts: list[list[str]]  # generations, up to `<eos>`
-  answers: list[list[str]]  # their last `Answer:` line ('' when none)
+  answers: list[list[str]]  # their last `Answer:` line ('' when none or cut off)
   correct: np.ndarray  # [B, N] bool: the answer verifies
   values: np.ndarray  # [B, N] final PRM value (sigmoid of the last value logit)
   compute: dict  # field -> [B, N] int work of each sample (COMPUTE_FIELDS)
   best_of_n: SearchOutput  # [B] the sample with the highest value, work summed over N
 
 
-_solution_rows_jit = jax.jit(_solution_rows, static_argnames=("newline_id", "answer_id"))
+_solution_rows_jit = jax.jit(_solution_rows, static_argnames=("model", "newline_id", "answer_id"))
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
@@ -400,11 +439,10 @@ def _best_of_rows(rows: SearchOutput, values_BN, *, n: int) -> SearchOutput:
   key_BxN = jnp.where(grouped.answered, values_BN.reshape(bsz, n), NEG_INF)
   i_B = jnp.argmax(key_BxN, 1)
   r = jnp.arange(bsz)
-  weights_BxN = jax.nn.one_hot(i_B, n) * jnp.any(grouped.answered, 1, keepdims=True)
   return SearchOutput(grouped.answer_tokens[r, i_B], grouped.answer_length[r, i_B],
                       grouped.answered[r, i_B], grouped.score[r, i_B],
-                      *[getattr(grouped, f).sum(1) for f in COMPUTE_FIELDS], weights_BxN,
-                      grouped.root_value[r, i_B])
+                      *[getattr(grouped, f).sum(1) for f in COMPUTE_FIELDS],
+                      jnp.zeros((bsz, 1), jnp.float32), jnp.zeros(bsz, jnp.float32))
 
 
 def sample_n(params, rng, problems: Sequence[Countdown], tokenizer: Tokenizer, model: ModelConfig,
@@ -412,7 +450,8 @@ def sample_n(params, rng, problems: Sequence[Countdown], tokenizer: Tokenizer, m
   """N sampled solutions per problem in one jitted batched call; verdicts and compute.
 
   Rows are the prompts repeated n times (each row prefilled on its own: 1 prefill +
-  one forward per generated token). Verdicts verify the last `Answer:` line.
+  one forward per generated token). Verdicts verify the last `Answer:` line of a
+  generation that ended (at `<eos>`); a cut-off one has no answer.
   """
   if n < 1:
     raise ValueError(f"n must be at least 1, got {n}")
@@ -422,13 +461,16 @@ def sample_n(params, rng, problems: Sequence[Countdown], tokenizer: Tokenizer, m
   cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
   sampling.check_fits(model, width, cfg)
   lengths = np.asarray([len(p) for p in rows], np.int32)
-  out = sampling.sample(params, rng, pad_batch(rows, width), lengths, config=model, sampling=cfg)
-  ids = dict(newline_id=tokenizer.newline_id, answer_id=tokenizer.id_of("Answer: "))
-  outputs, values = _solution_rows_jit(pad_batch(rows, model.max_len), lengths, out, **ids)
+  policy, _ = step_mdp.split_params(params)
+  out = sampling.sample(policy, rng, pad_batch(rows, width), lengths, config=model, sampling=cfg)
+  outputs, values = _solution_rows_jit(params, pad_batch(rows, model.max_len), lengths, out,
+                                       model=model, newline_id=tokenizer.newline_id,
+                                       answer_id=tokenizer.id_of("Answer: "))
   best = _best_of_rows(outputs, values, n=n)
   tokens = np.asarray(out.tokens_BxN)
   texts = [tokenizer.decode(row) for row in tokens]
-  answers = [final_answer(t) for t in texts]
+  stopped = np.asarray(out.stopped_B)
+  answers = [final_answer(t) if done else "" for t, done in zip(texts, stopped)]
   correct = np.array([problems[i // n].verify(a).ok for i, a in enumerate(answers)])
   bsz = len(problems)
   group = lambda xs: [list(xs[i * n:(i + 1) * n]) for i in range(bsz)]

@@ -17,7 +17,7 @@ model wrote after `left:`, and a terminal node's reward is its learned PRM value
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import chex
 import jax
@@ -69,6 +69,22 @@ class SearchConfig:
       raise ValueError(f"prompt ({prompt_width} tokens) + max_depth x max_step_tokens "
                        f"({self.max_depth} x {self.max_step_tokens}) = {longest} exceeds the "
                        f"model's max_len {model.max_len}")
+
+
+class PolicyValue(NamedTuple):
+  """Separate networks for the prior and the value (TS-LLM's (policy_i, value_j) pairs).
+
+  Pass it wherever search takes `params`; plain params mean one network for both.
+  """
+  policy: Any
+  value: Any
+
+
+def split_params(params) -> tuple[Any, Any | None]:
+  """(policy params, value params or None when the policy's own value head is used)."""
+  if isinstance(params, PolicyValue):
+    return params.policy, params.value
+  return params, None
 
 
 @chex.dataclass(frozen=True)
@@ -134,7 +150,11 @@ def expand(params, rng, nodes: Node, *, model: ModelConfig, fmt: StepFormat, new
   """
   b, k = nodes.length.shape[0], cfg.num_candidates
   chex.assert_shape(nodes.tokens, (b, model.max_len))
+  params, value_params = split_params(params)
   pre = sampling.prefill(params, model, nodes.tokens, nodes.length)
+  value_logits_B = pre.value_logits_B
+  if value_params is not None:
+    value_logits_B = sampling.prefill(value_params, model, nodes.tokens, nodes.length).value_logits_B
   step_cfg = sampling.SamplingConfig(cfg.max_step_tokens, cfg.temperature, 0, (newline_id,))
   out = sampling.decode(params, model, rng, sampling.repeat(pre, k), step_cfg)
   cand_BxKxS = out.tokens_BxN.reshape(b, k, -1)
@@ -158,13 +178,14 @@ def expand(params, rng, nodes: Node, *, model: ModelConfig, fmt: StepFormat, new
   generated_B = jnp.where(expanded_B, lengths_BxK.sum(1), 0)
   decode_calls_B = jnp.where(expanded_B, lengths_BxK.max(1), 0)
   needs_prefill_B = expanded_B | (nodes.answered & (not cfg.use_verifier))
+  prefills_B = needs_prefill_B * (1 + (value_params is not None))
   nodes = nodes.replace(
-      value=jax.nn.sigmoid(pre.value_logits_B), cand_tokens=cand_BxKxS, cand_lengths=lengths_BxK,
+      value=jax.nn.sigmoid(value_logits_B), cand_tokens=cand_BxKxS, cand_lengths=lengths_BxK,
       cand_valid=valid_BxK, cand_state=next_state, cand_count=next_count,
       nodes=jnp.where(expanded_B, k, 0).astype(jnp.int32),
       tokens_generated=generated_B.astype(jnp.int32),
-      tokens_processed=(jnp.where(needs_prefill_B, nodes.length, 0) + generated_B).astype(jnp.int32),
-      lm_calls=(needs_prefill_B + decode_calls_B).astype(jnp.int32))
+      tokens_processed=(prefills_B * nodes.length + generated_B).astype(jnp.int32),
+      lm_calls=(prefills_B + decode_calls_B).astype(jnp.int32))
   return nodes, prior_BxK
 
 

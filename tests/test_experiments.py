@@ -1,0 +1,102 @@
+"""The main job's command line, a resumable end-to-end run, and the sweep runner."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from experiments import sweep
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_JOB = "tests.scripts.fake_job"
+# A very small run of the whole pipeline (the quick preset made smaller still).
+TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_puzzles=10",
+        "--config.data.hard_puzzles=10", "--config.sft.steps=12", "--config.metacot_sft.steps=12",
+        "--config.sft.checkpoint_every=4", "--config.metacot_sft.checkpoint_every=4",
+        "--config.search.simulations=(2,)", "--config.search.batch_size=10",
+        "--config.eval.batch_size=10"]
+
+
+def run_job(workdir, *extra, timeout=900):
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "experiments.game24_mcts", f"--workdir={workdir}",
+                         *extra], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+def test_unknown_override_fails_before_work(tmp_path):
+  done = run_job(tmp_path / "run", "--preset=quick", "--config.sft.stepz=3", timeout=120)
+  assert done.returncode != 0
+  assert "stepz" in done.stderr
+  assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_ill_typed_override_fails_before_work(tmp_path):
+  done = run_job(tmp_path / "run", "--preset=quick", "--config.sft.steps=many", timeout=120)
+  assert done.returncode != 0
+  assert "steps" in done.stderr
+  assert not (tmp_path / "run" / "results.json").exists()
+
+
+def _stable(results):
+  """results.json without fields that legitimately differ between runs."""
+  return {k: v for k, v in results.items() if k != "config"}
+
+
+def test_killed_run_resumes_to_the_same_results(tmp_path):
+  whole = run_job(tmp_path / "whole", *TINY)
+  assert whole.returncode == 0, whole.stderr[-3000:]
+  expected = json.loads((tmp_path / "whole" / "results.json").read_text())
+  assert (tmp_path / "whole" / "report.md").exists()
+  assert (tmp_path / "whole" / "success_vs_compute.png").exists()
+
+  # kill -9 once the first checkpoint exists, then run the same command again
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  workdir = tmp_path / "killed"
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.game24_mcts",
+                           f"--workdir={workdir}", *TINY], cwd=REPO, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not list((workdir / "checkpoints").glob("sft_cot/*")) and time.time() < deadline:
+    if proc.poll() is not None:
+      break
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  again = run_job(workdir, *TINY)
+  assert again.returncode == 0, again.stderr[-3000:]
+  resumed = json.loads((workdir / "results.json").read_text())
+  assert _stable(resumed) == _stable(expected)
+
+
+def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
+  args = ["--workdir", str(tmp_path), "--module", FAKE_JOB, "--grid", "acc=0.25,0.75",
+          "--grid", "fail=0,1"]
+  old = os.getcwd()
+  os.chdir(REPO)
+  try:
+    assert sweep.main(args) == 1  # one trial per acc fails
+    first = capsys.readouterr().out
+    assert sweep.main(args) == 1
+    second = capsys.readouterr().out
+  finally:
+    os.chdir(old)
+  assert first.count("[run]") == 4
+  assert second.count("[skip]") == 2 and second.count("[run]") == 2
+  for acc in ("0.25", "0.75"):
+    assert (tmp_path / f"acc={acc}_fail=0" / "runs.txt").read_text() == "x"  # ran once
+    failed = json.loads((tmp_path / f"acc={acc}_fail=1" / "trial.json").read_text())
+    assert failed["status"] == "failed" and "boom" in failed["error"]
+  summary = (tmp_path / "summary.md").read_text()
+  assert "| acc=0.25_fail=0 | done | 25.0%" in summary
+  assert "| acc=0.75_fail=1 | failed | -" in summary
+
+
+def test_sweep_rejects_malformed_grid(tmp_path):
+  with pytest.raises(SystemExit, match="FIELD=V1,V2"):
+    sweep.main(["--workdir", str(tmp_path), "--grid", "search.num_candidates"])
