@@ -15,7 +15,7 @@ excluded), the LM's achieved FLOP/s inside the batched search against a plain
 batched forward pass (`flops_ratio=`), and last `ratio=<batched / sequential>`.
 
     python -m experiments.bench_search [--batch 64 --num_simulations 16 --K 4
-                                        --sequential_problems 4 --checkpoint DIR]
+                                        --sequential_problems 8 --checkpoint DIR]
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ class PythonMCTS:
     self.rewards_NxK = np.zeros((n, k))
     self.discounts_NxK = np.zeros((n, k))
     self.embeddings: list = [None] * n
+    self.root_invalid_K = np.zeros(k, bool)
     self.max_depth = max_depth
     self.noise = np.random.default_rng(seed)
 
@@ -140,7 +141,7 @@ def sequential_search(params, root_1: Node, seed: int, num_simulations: int, kw:
   root, prior, value = expand_root(params, key(0), root_1, **kw)
   prior, value = jax.device_get((prior, value))
   tree.set_node(0, root, prior, value)
-  tree.root_invalid_K = prior <= np.finfo(np.float32).min
+  tree.root_invalid_K = prior <= np.finfo(np.float32).min  # expand's mask, as mctx gets it
   for sim in range(num_simulations):
     parent, action = tree.simulate()
     index = tree.children[parent, action]
@@ -167,7 +168,7 @@ def main():
   parser.add_argument("--batch", type=int, default=64, help="problems in the batched search")
   parser.add_argument("--num_simulations", type=int, default=16)
   parser.add_argument("--K", type=int, default=4, help="candidates per expansion")
-  parser.add_argument("--sequential_problems", type=int, default=4,
+  parser.add_argument("--sequential_problems", type=int, default=8,
                       help="problems searched node by node (sims/s scales honestly)")
   parser.add_argument("--max_step_tokens", type=int, default=20)
   parser.add_argument("--max_len", type=int, default=128)

@@ -66,13 +66,13 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.max_step_tokens = 20
   c.search.temperature = 1.0
   c.search.prior = "mean"
-  c.search.simulations = [2, 4, 8, 16]  # MCTS budgets evaluated
+  c.search.simulations = (2, 4, 8, 16)  # MCTS budgets evaluated
   c.search.policy = "gumbel"
   c.search.batch_size = 50
 
   c.baselines = ml_collections.ConfigDict()
-  c.baselines.beam_widths = [1, 2, 4]  # BFS (PRM) and beam (log-prob) widths
-  c.baselines.expansions = [3, 6, 12]  # best-first and DFS budgets
+  c.baselines.beam_widths = (1, 2, 4)  # BFS (PRM) and beam (log-prob) widths
+  c.baselines.expansions = (3, 6, 12)  # best-first and DFS budgets
   c.baselines.samples = 32  # N of sample-N: pass@k, maj@k, best-of-k for k <= N
 
   c.star = ml_collections.ConfigDict()
@@ -93,9 +93,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.metacot_model = _model(192, 64, 2, 4, 256)
     c.sft = _train(60, 16, 3e-3, 10, 30, 96)
     c.metacot_sft = _train(60, 16, 3e-3, 10, 30, 192)
-    c.search.simulations = [2, 4]
+    c.search.simulations = (2, 4)
     c.star.rounds, c.star.simulations = 1, 4
-    c.baselines.beam_widths, c.baselines.expansions, c.baselines.samples = [2], [3], 4
+    c.baselines.beam_widths, c.baselines.expansions, c.baselines.samples = (2,), (3,), 4
     c.star.sft = _train(20, 16, 1e-3, 2, 10, 192)
     c.search.batch_size = 50
     c.eval.batch_size = 50
@@ -106,7 +106,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.sft = _train(20_000, 256, 1e-3, 500, 1000, 96)
     c.metacot_sft = _train(20_000, 256, 1e-3, 500, 1000, 512)
     c.search.num_candidates = 8
-    c.search.simulations = [4, 8, 16, 32, 64]
+    c.search.simulations = (4, 8, 16, 32, 64)
     c.search.batch_size = 100
     c.star.rounds, c.star.simulations = 3, 32
     c.star.sft = _train(4000, 256, 3e-4, 100, 500, 512)

@@ -119,6 +119,7 @@ def main(argv):
   problems, amt, ranking = load_problems(cfg, run)
   train_p, test_p, hard_p = problems["train"], problems["test"], problems["hard"]
   run.save("data", {"ranking": ranking, **{s: len(p) for s, p in problems.items()}})
+  run.save("amt_hard", amt["hard"])
   print(f"data: {len(train_p)} train / {len(test_p)} test / {len(hard_p)} hard puzzles "
         f"(ranking: {ranking})")
 

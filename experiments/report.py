@@ -16,17 +16,79 @@ ANCHORS = [
      "value-ranked best-of-N 54.1% at 2.5K tokens"),
     ("Stream of Search (250M GPT-Neo)", "Countdown", "search traces 51% vs optimal paths 26%"),
 ]
-# ToT's Fig. 3 points for the GPT-4 reference: (nodes visited, success rate).
-TOT_POINTS = {"ToT b=1": (None, 0.45), "ToT b=5": (84, 0.74), "CoT best-of-100": (None, 0.49)}
+SEARCH_PREFIXES = ("mcts/", "bfs/", "beam/", "best_first/", "dfs/")
 
 
-def _mcts_rows(results: dict):
+def _search_rows(results: dict):
+  """(method label, budget, result) for every step-level search evaluated."""
   rows = []
   for key, r in results.items():
-    if key.startswith("mcts/"):
-      _, reward, mode, sims = key.split("/")
-      rows.append((reward, mode, int(sims), r))
-  return sorted(rows, key=lambda x: (x[0], x[1], x[2]))
+    if key.startswith(SEARCH_PREFIXES) and isinstance(r, dict) and "accuracy" in r:
+      *label, budget = key.split("/")
+      rows.append(("/".join(label), int(budget), r))
+  return sorted(rows, key=lambda x: (x[0], x[1]))
+
+
+def _fmt(x, pct=False):
+  return "-" if x is None else (f"{x:.1%}" if pct else f"{x:.1f}")
+
+
+def targets(r: dict) -> list[tuple[str, str, str]]:
+  """(target, measured, verdict) for each target of MISSION.md section 5 this run measures."""
+  rows = _search_rows(r)
+  out = []
+  verifier = [m for label, _, m in rows if label == "mcts/verifier/tree" and m["nodes"] <= 30]
+  best = max(verifier, key=lambda m: m["accuracy"], default=None)
+  out.append(("MCTS with the verifier: >= 99% at <= 30 nodes per puzzle (test)",
+              f"{_fmt(best and best['accuracy'], True)} at {_fmt(best and best['nodes'])} nodes",
+              "met" if best and best["accuracy"] >= 0.99 else "not met"))
+  learned = [m for label, _, m in rows if label.startswith("mcts/learned")]
+  best = max(learned, key=lambda m: m["accuracy"], default=None)
+  out.append(("MCTS without the verifier (learned value, one answer): >= 95%",
+              _fmt(best and best["accuracy"], True),
+              "met" if best and best["accuracy"] >= 0.95 else "not met"))
+  curves = r.get("sampling", {}).get("best_of_k")
+  if curves:
+    target_acc, nodes, tokens = curves["accuracy"][-1], curves["nodes"][-1], curves[
+        "tokens_generated"][-1]
+    mcts = [m for label, _, m in rows if label == "mcts/verifier/tree"
+            and m["accuracy"] >= target_acc]
+    cheapest = min(mcts, key=lambda m: m["nodes"], default=None)
+    if cheapest and target_acc > 0:
+      ratio_n = nodes / max(cheapest["nodes"], 1e-9)
+      ratio_t = tokens / max(cheapest["tokens_generated"], 1e-9)
+      out.append((f"MCTS reaches best-of-{curves['k'][-1]} ({target_acc:.1%}) with >= 4x fewer "
+                  "nodes and tokens", f"{ratio_n:.1f}x nodes, {ratio_t:.1f}x tokens",
+                  "met" if min(ratio_n, ratio_t) >= 4 else "not met"))
+    else:
+      out.append(("MCTS reaches best-of-N with >= 4x fewer nodes and tokens",
+                  f"best-of-N {target_acc:.1%}; no MCTS budget reached it", "not met"))
+  cot, meta = r.get("greedy/cot/test"), r.get("greedy/metacot/test")
+  if cot and meta:
+    out.append(("Meta-CoT greedy >= 90% and >= 25 points above CoT (test)",
+                f"Meta-CoT {meta['accuracy']:.1%}, CoT {cot['accuracy']:.1%}",
+                "met" if meta["accuracy"] >= 0.9 and meta["accuracy"] - cot["accuracy"] >= 0.25
+                else "not met"))
+  rounds = sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
+  if rounds:
+    greedy = [r["greedy/metacot/test"]["accuracy"]] + [r[f"star/{i}"]["greedy_test"]
+                                                         for i in rounds]
+    mcts = [r.get(f"star/pairs/{i}/{i}") for i in [0] + rounds]
+    up = all(b > a for a, b in zip(greedy, greedy[1:])) and all(
+        m is not None for m in mcts) and all(b > a for a, b in zip(mcts, mcts[1:]))
+    out.append(("Each Meta-STaR round improves greedy and MCTS accuracy (>= 2 rounds)",
+                "greedy " + " -> ".join(f"{g:.1%}" for g in greedy) + "; MCTS " +
+                " -> ".join(_fmt(m, True) for m in mcts),
+                "met" if up and len(rounds) >= 2 else "not met"))
+  if "metacot_length_vs_amt" in r and "greedy/metacot/hard" in r:
+    rho = r["metacot_length_vs_amt"]["spearman"]
+    bar = 2 / len(r["greedy/metacot/hard"]["tokens"]) ** 0.5  # about 95% significance
+    out.append(("Meta-CoT length grows with human solve time (AMT), hard split",
+                f"Spearman rho {rho:.2f} (significance bar {bar:.2f})",
+                "met" if rho > bar else "not met"))
+  out.append(("RL with gamma < 1 shortens traces >= 30% at no loss of accuracy", "not run",
+              "not measured: RL post-training is not built yet"))
+  return out
 
 
 def write(run: RunDir):
@@ -37,9 +99,11 @@ def write(run: RunDir):
            f"(`tot` = Tree of Thoughts' 24.csv); test = ranks 901-1000 ({r['data']['test']} "
            f"used), hard = ranks 1001-1362 ({r['data']['hard']} used). Models: CoT "
            f"{models.get('cot_params', 0):,} parameters, Meta-CoT "
-           f"{models.get('metacot_params', 0):,} (same trunk, longer context).", ""]
+           f"{models.get('metacot_params', 0):,} (same trunk, longer context).", "",
+           "## Targets (MISSION.md section 5)", "", "| target | measured | verdict |",
+           "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in targets(r)]
 
-  lines += ["## One greedy generation, no search, no verifier", "",
+  lines += ["", "## One greedy generation, no search, no verifier", "",
             "| model | split | accuracy | mean generated tokens | mean steps | mean backtracks |",
             "| --- | --- | --- | --- | --- | --- |"]
   for name in ("cot", "metacot"):
@@ -52,41 +116,119 @@ def write(run: RunDir):
     lines += ["", f"Meta-CoT length against human solve time (AMT) on the hard split: Spearman "
               f"rho = {r['metacot_length_vs_amt']['spearman']:.2f}."]
 
-  lines += ["", "## MCTS on the test split (CoT policy as prior, its PRM as value)", "",
-            "Units: nodes = candidate steps generated per puzzle (ToT's unit); tokens = tokens "
-            "generated per puzzle; LM calls = forward passes.", "",
-            "| reward | mode | simulations | accuracy | nodes | tokens generated | "
-            "tokens processed | LM calls |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for reward, mode, sims, m in _mcts_rows(r):
-    lines.append(f"| {reward} | {mode} | {sims} | {m['accuracy']:.1%} | {m['nodes']:.1f} | "
+  lines += ["", "## Step-level search on the test split (CoT policy as prior, its PRM as value)",
+            "", "Units, per puzzle: nodes = candidate steps generated (ToT's unit); tokens "
+            "generated; tokens processed (prefixes read + generated); LM calls = forward passes. "
+            "Budget = simulations (MCTS), beam width (BFS, beam) or expansions (best-first, DFS).",
+            "", "| method | budget | accuracy | nodes | tokens generated | tokens processed | "
+            "LM calls |", "| --- | --- | --- | --- | --- | --- | --- |"]
+  for label, budget, m in _search_rows(r):
+    lines.append(f"| {label} | {budget} | {m['accuracy']:.1%} | {m['nodes']:.1f} | "
                  f"{m['tokens_generated']:.0f} | {m['tokens_processed']:.0f} | "
                  f"{m['lm_calls']:.0f} |")
+
+  if "sampling" in r:
+    lines += ["", "## Sampling whole solutions (CoT model)", "",
+              "| k | pass@k | maj@k | best-of-k by PRM | nodes | tokens generated |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    s = r["sampling"]
+    for i, k in enumerate(s["pass@k"]["k"]):
+      lines.append(f"| {k} | {s['pass@k']['accuracy'][i]:.1%} | {s['maj@k']['accuracy'][i]:.1%} "
+                   f"| {s['best_of_k']['accuracy'][i]:.1%} | {s['best_of_k']['nodes'][i]:.1f} | "
+                   f"{s['best_of_k']['tokens_generated'][i]:.0f} |")
+
+  rounds = sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
+  if rounds:
+    lines += ["", "## Meta-STaR rounds (Meta-CoT model; MCTS with the verifier on train puzzles)",
+              "", "| round | greedy test accuracy | train puzzles solved by search | newly solved "
+              "| traces | mean trace tokens |", "| --- | --- | --- | --- | --- | --- |"]
+    for i in rounds:
+      s, d = r[f"star/{i}"], r.get(f"star/{i}/data", {})
+      lines.append(f"| {i} | {s['greedy_test']:.1%} | {s['train_solved_by_search']} | "
+                   f"{s['newly_solved']} | {d.get('traces', '-')} | "
+                   f"{d.get('mean_trace_tokens', 0):.0f} |")
+    n = len(rounds) + 1
+    lines += ["", "MCTS test accuracy with policy_i (rows) and value_j (columns), as TS-LLM's "
+              "Table 1:", "", "| policy \\ value | " + " | ".join(str(j) for j in range(n)) + " |",
+              "| --- | " + " | ".join("---" for _ in range(n)) + " |"]
+    for i in range(n):
+      lines.append(f"| {i} | " + " | ".join(_fmt(r.get(f"star/pairs/{i}/{j}"), True)
+                                            for j in range(n)) + " |")
 
   lines += ["", "## Anchors (MISSION.md)", "", "| system | setting | result |",
             "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in ANCHORS]
   (run.path / "report.md").write_text("\n".join(lines) + "\n")
   _plot_search(run)
+  _plot_sampling(run)
+  _plot_star(run)
 
 
 def _plot_search(run: RunDir):
-  rows = _mcts_rows(run.results)
+  rows = _search_rows(run.results)
+  curves = run.results.get("sampling", {})
   if not rows:
     return
-  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for unit, ax in zip(("nodes", "tokens_generated"), axes):
-    for reward in ("verifier", "learned"):
-      for mode in ("tree", "play"):
-        pts = [(m[unit], m["accuracy"]) for rw, md, _, m in rows if rw == reward and md == mode]
-        if pts:
-          ax.plot(*zip(*pts), marker="o", label=f"MCTS {mode}, {reward}")
+    for label in dict.fromkeys(l for l, _, _ in rows):
+      pts = sorted((m[unit], m["accuracy"]) for l, _, m in rows if l == label)
+      ax.plot(*zip(*pts), marker="o", label=label)
+    for name in ("best_of_k", "pass@k"):
+      if name in curves:
+        ax.plot(curves[name][unit], curves[name]["accuracy"], marker="x", linestyle="--",
+                label=name.replace("_of_k", "-of-N (PRM)"))
     if unit == "nodes":
-      ax.scatter([84], [0.74], marker="*", s=120, color="k", label="ToT b=5 (GPT-4)")
+      ax.scatter([84], [0.74], marker="*", s=150, color="k", label="ToT b=5, GPT-4")
     ax.set_xscale("log")
     ax.set_xlabel(f"{unit.replace('_', ' ')} per puzzle")
     ax.set_ylabel("success rate")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=6)
+  fig.suptitle("Success against compute on ToT's test set (ToT Fig. 3 view)")
   fig.tight_layout()
   fig.savefig(run.path / "success_vs_compute.png", dpi=120)
+  plt.close(fig)
+
+
+def _plot_sampling(run: RunDir):
+  curves = run.results.get("sampling")
+  if not curves:
+    return
+  fig, ax = plt.subplots(figsize=(5, 4))
+  for name, curve in curves.items():
+    ax.plot(curve["k"], curve["accuracy"], marker="o", label=name)
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("k samples")
+  ax.set_ylabel("success rate")
+  ax.set_ylim(0, 1.02)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(run.path / "pass_maj_best_of_k.png", dpi=120)
+  plt.close(fig)
+
+
+def _plot_star(run: RunDir):
+  r = run.results
+  rounds = sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
+  hard = r.get("greedy/metacot/hard")
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  if rounds and "greedy/metacot/test" in r:
+    greedy = [r["greedy/metacot/test"]["accuracy"]] + [r[f"star/{i}"]["greedy_test"]
+                                                         for i in rounds]
+    mcts = [r.get(f"star/pairs/{i}/{i}") for i in [0] + rounds]
+    axes[0].plot(range(len(greedy)), greedy, marker="o", label="greedy (in-context)")
+    if all(m is not None for m in mcts):
+      axes[0].plot(range(len(mcts)), mcts, marker="s", label="MCTS")
+    axes[0].set_xlabel("Meta-STaR round")
+    axes[0].set_ylabel("test accuracy")
+    axes[0].legend()
+  if hard and r.get("amt_hard"):
+    axes[1].scatter(r["amt_hard"][:len(hard["tokens"])], hard["tokens"], s=8)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("human solve time, AMT (s)")
+    axes[1].set_ylabel("Meta-CoT tokens generated")
+    rho = r.get("metacot_length_vs_amt", {}).get("spearman", float("nan"))
+    axes[1].set_title(f"Spearman rho = {rho:.2f}")
+  fig.tight_layout()
+  fig.savefig(run.path / "metacot_rounds_and_length.png", dpi=120)
   plt.close(fig)
