@@ -174,6 +174,7 @@ def main():
   parser.add_argument("--max_len", type=int, default=128)
   parser.add_argument("--d_model", type=int, default=128)
   parser.add_argument("--num_layers", type=int, default=4)
+  parser.add_argument("--num_heads", type=int, default=4)
   parser.add_argument("--checkpoint", default=None,
                       help="restore params from this train checkpoint dir (model flags must match)")
   parser.add_argument("--seed", type=int, default=0)
@@ -181,7 +182,7 @@ def main():
 
   tok = Tokenizer()
   model = ModelConfig(vocab_size=tok.vocab_size, max_len=args.max_len, d_model=args.d_model,
-                      num_layers=args.num_layers, num_heads=max(1, args.d_model // 32),
+                      num_layers=args.num_layers, num_heads=args.num_heads,
                       d_ff=4 * args.d_model)
   params = jax.jit(init_params, static_argnums=0)(model, jax.random.PRNGKey(args.seed))
   if args.checkpoint:
@@ -233,10 +234,11 @@ def main():
   nodes = float(np.sum(out.nodes))
   search_flops = (s + 1) * (b * t + b * k * args.max_step_tokens) * per_token
   useful_flops = float(np.sum(out.tokens_processed)) * per_token
+  bound = ("an upper bound: trained params stop decoding early" if args.checkpoint else
+           "random params never stop all rows early")
   print(f"search LM work: {(s + 1) * b} expansions computed ({nodes / k:.0f} of live nodes), "
-        f"{search_flops / 1e9:.1f} GFLOP computed (decode counted at max_step_tokens steps "
-        f"a call: the loop stops early only once all {b * k} rows have stopped), "
-        f"{useful_flops / 1e9:.1f} GFLOP of it on live tokens (SearchOutput.tokens_processed)")
+        f"{search_flops / 1e9:.1f} GFLOP computed (decode at max_step_tokens steps a call: "
+        f"{bound}), {useful_flops / 1e9:.1f} GFLOP of it on live tokens")
 
   tokens_NxT = jnp.asarray(np.random.default_rng(0).integers(3, tok.vocab_size, (b * k, t)),
                            jnp.int32)

@@ -70,6 +70,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.policy = "gumbel"
   c.search.batch_size = 50
 
+  c.prm = ml_collections.ConfigDict()
+  c.prm.mc_samples = 8  # completions per prefix for Monte Carlo value labels
+
   c.baselines = ml_collections.ConfigDict()
   c.baselines.beam_widths = (1, 2, 4)  # BFS (PRM) and beam (log-prob) widths
   c.baselines.expansions = (3, 6, 12)  # best-first and DFS budgets
@@ -95,6 +98,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.metacot_sft = _train(60, 16, 3e-3, 10, 30, 192)
     c.search.simulations = (2, 4)
     c.star.rounds, c.star.simulations = 1, 4
+    c.prm.mc_samples = 2
     c.baselines.beam_widths, c.baselines.expansions, c.baselines.samples = (2,), (3,), 4
     c.star.sft = _train(20, 16, 1e-3, 2, 10, 192)
     c.search.batch_size = 50

@@ -27,7 +27,7 @@ from experiments import configs, report
 from metacot_jax.data import examples, load_game24
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import evaluate as metacot_eval
-from metacot_jax.metacot import from_search, round0, trace
+from metacot_jax.metacot import from_search, round0, trace, value_labels
 from metacot_jax.models import ModelConfig, count_params
 from metacot_jax.runs import RunDir
 from metacot_jax.search import baselines
@@ -176,7 +176,24 @@ def main(argv):
         print(f"{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes, "
               f"{result['tokens_generated']:.0f} tokens")
 
-  # 5. Baselines on the same LM, interface and accounting (with the verifier in search).
+  # 5. The PRM: calibration against outcome labels (solver) and Monte Carlo labels (LM).
+  def prm_eval():
+    rng = np.random.default_rng(cfg.seed)
+    prefixes, outcome, _ = value_labels.random_prefixes(test_p, (1, 2), rng)
+    predicted = value_labels.prefix_values(cot_state.params, cot_model, tokenizer, test_p,
+                                           prefixes)
+    mc = value_labels.lm_mc_values(cot_state.params, cot_model, tokenizer, test_p, prefixes,
+                                   cfg.prm.mc_samples, cfg.eval.max_new_tokens - 30,
+                                   jax.random.PRNGKey(cfg.seed))
+    return {"vs_outcome": value_labels.calibration(predicted, outcome),
+            "vs_mc": value_labels.calibration(predicted, mc),
+            "outcome_accuracy": float(np.mean((np.asarray(predicted) > 0.5) == np.asarray(outcome))),
+            "mean_mc": float(np.mean(mc)), "mean_outcome": float(np.mean(outcome))}
+  prm = run.phase("prm", prm_eval)
+  print(f"PRM: accuracy vs outcome {prm['outcome_accuracy']:.1%}, ECE vs outcome "
+        f"{prm['vs_outcome']['ece']:.3f}, vs MC {prm['vs_mc']['ece']:.3f}")
+
+  # 6. Baselines on the same LM, interface and accounting (with the verifier in search).
   search = search_config(cfg, use_verifier=True)
   fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
   kw = dict(model=cot_model, fmt=fmt, newline_id=tokenizer.newline_id, search=search)
@@ -203,7 +220,7 @@ def main(argv):
   for name, curve in curves.items():
     print(f"{name}: " + ", ".join(f"k={k} {a:.1%}" for k, a in zip(curve["k"], curve["accuracy"])))
 
-  # 6. Meta-STaR: search with the current Meta-CoT policy on the train split, keep the
+  # 7. Meta-STaR: search with the current Meta-CoT policy on the train split, keep the
   # verified runs, linearize them, fine-tune, repeat.
   policies = [metacot_state.params]
   star_search = search_config(cfg, use_verifier=True)

@@ -127,6 +127,20 @@ def write(run: RunDir):
                  f"{m['tokens_generated']:.0f} | {m['tokens_processed']:.0f} | "
                  f"{m['lm_calls']:.0f} |")
 
+  if "prm" in r:
+    p = r["prm"]
+    lines += ["", "## The PRM (CoT model's value head) on random 1-2 step prefixes of test puzzles",
+              "", f"Accuracy against outcome labels (can the state still reach 24, by the solver): "
+              f"{p['outcome_accuracy']:.1%}; expected calibration error against outcome labels "
+              f"{p['vs_outcome']['ece']:.3f}, against Monte Carlo labels (mean success of LM "
+              f"completions, eq. 11) {p['vs_mc']['ece']:.3f}.", "",
+              "| predicted value bin | prefixes | mean predicted | observed (outcome) | "
+              "observed (MC) |", "| --- | --- | --- | --- | --- |"]
+    mc = {b["bin"]: b for b in p["vs_mc"]["bins"]}
+    for b in p["vs_outcome"]["bins"]:
+      lines.append(f"| {b['bin']} | {b['count']} | {b['predicted']:.2f} | {b['observed']:.2f} | "
+                   f"{mc[b['bin']]['observed']:.2f} |")
+
   if "sampling" in r:
     lines += ["", "## Sampling whole solutions (CoT model)", "",
               "| k | pass@k | maj@k | best-of-k by PRM | nodes | tokens generated |",

@@ -1,0 +1,115 @@
+"""PRM labels for prefixes, and how well a value head is calibrated against them.
+
+- Monte Carlo (the paper's eq. 11): the mean verified success of M completions
+  sampled from the prefix by a rollout policy: the LM (`lm_mc_values`) or, as a
+  reference with exactly known values, uniformly random legal steps.
+- Outcome: whether the prefix's state can still reach the target (exact solver).
+- Search: MCTS Q-values, read from `SearchOutput.root_value` / the tree.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from metacot_jax.data.tokenizer import Tokenizer, pad_batch
+from metacot_jax.metacot.symbolic import children
+from metacot_jax.models import sampling
+from metacot_jax.models.transformer import ModelConfig
+from metacot_jax.search.greedy import final_answer
+from metacot_jax.tasks.countdown import Countdown
+
+
+@lru_cache(maxsize=None)
+def random_policy_value(state: tuple[Fraction, ...], target: int) -> float:
+  """Exact success probability of uniformly random legal steps from `state`."""
+  if len(state) == 1:
+    return float(state[0] == target)
+  kids = children(state)
+  return float(np.mean([random_policy_value(c, target) for _, c in kids]))
+
+
+def random_rollout_mc(state: Sequence[Fraction], target: int, m: int,
+                      rng: np.random.Generator) -> float:
+  """MC estimate of `random_policy_value` from m random rollouts."""
+  wins = 0
+  for _ in range(m):
+    s = tuple(sorted(state))
+    while len(s) > 1:
+      kids = children(s)
+      s = kids[rng.integers(len(kids))][1]
+    wins += s[0] == target
+  return wins / m
+
+
+def lm_mc_values(params, model: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
+                 prefixes: Sequence[str], m: int, max_new_tokens: int, rng: jax.Array,
+                 temperature: float = 1.0, batch_size: int = 512) -> np.ndarray:
+  """Mean verified success of m LM completions of each (problem, steps-so-far) prefix: [P]."""
+  rows, owners = [], []
+  for i, (p, prefix) in enumerate(zip(problems, prefixes)):
+    ids = tokenizer.encode(p.prompt() + prefix, bos=True)
+    rows += [ids] * m
+    owners += [i] * m
+  width = max(len(r) for r in rows)
+  cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
+  sampling.check_fits(model, width, cfg)
+  wins = np.zeros(len(prefixes))
+  for start in range(0, len(rows), batch_size):
+    chunk = rows[start:start + batch_size]
+    real = len(chunk)
+    chunk = chunk + [chunk[-1]] * (batch_size - real)
+    out = sampling.sample(params, jax.random.fold_in(rng, start), pad_batch(chunk, width),
+                          np.asarray([len(r) for r in chunk], np.int32), config=model,
+                          sampling=cfg)
+    for j, row in enumerate(np.asarray(out.tokens_BxN)[:real]):
+      i = owners[start + j]
+      wins[i] += problems[i].verify(final_answer(tokenizer.decode(row))).ok
+  return wins / m
+
+
+def calibration(predicted: Sequence[float], observed: Sequence[float], bins: int = 5) -> dict:
+  """Mean observed success per bin of predicted value, and the expected calibration error."""
+  predicted, observed = np.asarray(predicted, float), np.asarray(observed, float)
+  edges = np.linspace(0, 1, bins + 1)
+  index = np.clip(np.digitize(predicted, edges[1:-1]), 0, bins - 1)
+  table, ece = [], 0.0
+  for b in range(bins):
+    sel = index == b
+    if sel.any():
+      gap = abs(predicted[sel].mean() - observed[sel].mean())
+      ece += sel.mean() * gap
+      table.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "count": int(sel.sum()),
+                    "predicted": float(predicted[sel].mean()),
+                    "observed": float(observed[sel].mean())})
+  return {"bins": table, "ece": float(ece)}
+
+
+def prefix_values(params, model: ModelConfig, tokenizer: Tokenizer,
+                  problems: Sequence[Countdown], prefixes: Sequence[str]) -> np.ndarray:
+  """The PRM's value (sigmoid of the value head) at the end of each prefix: [P]."""
+  rows = [tokenizer.encode(p.prompt() + prefix, bos=True) for p, prefix in zip(problems, prefixes)]
+  lengths = np.asarray([len(r) for r in rows], np.int32)
+  pre = jax.jit(sampling.prefill, static_argnums=1)(params, model, pad_batch(rows, model.max_len),
+                                                    lengths)
+  return np.asarray(jax.nn.sigmoid(pre.value_logits_B))
+
+
+def random_prefixes(problems: Sequence[Countdown], depth_range: tuple[int, int],
+                    rng: np.random.Generator) -> tuple[list[str], list[float], list[float]]:
+  """One random legal prefix per problem: (steps text, outcome label, random-policy value)."""
+  texts, outcome, random_value = [], [], []
+  for p in problems:
+    state, lines = tuple(sorted(p.initial_state())), []
+    for _ in range(rng.integers(depth_range[0], depth_range[1] + 1)):
+      kids = children(state)
+      step, state = kids[rng.integers(len(kids))]
+      lines.append(step + "\n")
+    texts.append("".join(lines))
+    outcome.append(float(random_policy_value(state, p.target) > 0))
+    random_value.append(random_policy_value(state, p.target))
+  return texts, outcome, random_value
