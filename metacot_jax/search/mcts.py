@@ -44,6 +44,8 @@ class MCTSConfig:
       raise ValueError(f"mode must be 'tree' or 'play', got {self.mode!r}")
 
   def validate(self, search: SearchConfig):
+    if self.policy != "gumbel":
+      return
     if self.max_num_considered_actions > search.num_candidates:
       raise ValueError(
           f"max_num_considered_actions={self.max_num_considered_actions} exceeds the "
