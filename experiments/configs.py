@@ -56,9 +56,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
 
   # Both models have the same trunk; the Meta-CoT one reads longer texts.
   c.model = _model(128, 128, 4, 4, 512)
-  c.metacot_model = _model(224, 128, 4, 4, 512)
+  c.metacot_model = _model(192, 128, 4, 4, 512)
   c.sft = _train(1500, 32, 2e-3, 100, 250, 96)
-  c.metacot_sft = _train(1500, 32, 2e-3, 100, 250, 224)
+  c.metacot_sft = _train(1000, 32, 2e-3, 100, 250, 192)
   c.value_weight = 1.0
 
   c.search = ml_collections.ConfigDict()
@@ -66,7 +66,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.max_step_tokens = 20
   c.search.temperature = 1.0
   c.search.prior = "mean"
-  c.search.simulations = (2, 4, 8, 16)  # MCTS budgets evaluated
+  c.search.simulations = (2, 4, 8)  # MCTS budgets evaluated
   c.search.policy = "gumbel"
   c.search.batch_size = 50
 
@@ -74,16 +74,17 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.prm.mc_samples = 8  # completions per prefix for Monte Carlo value labels
 
   c.baselines = ml_collections.ConfigDict()
-  c.baselines.beam_widths = (1, 2, 4)  # BFS (PRM) and beam (log-prob) widths
-  c.baselines.expansions = (3, 6, 12)  # best-first and DFS budgets
+  c.baselines.beam_widths = (1, 4)  # BFS (PRM) and beam (log-prob) widths
+  c.baselines.expansions = (4, 12)  # best-first and DFS budgets
   c.baselines.samples = 32  # N of sample-N: pass@k, maj@k, best-of-k for k <= N
 
   c.star = ml_collections.ConfigDict()
   c.star.rounds = 2
   c.star.simulations = 8  # MCTS budget per training puzzle
+  c.star.train_puzzles = 300  # the first N training puzzles are searched each round
   c.star.from_previous = True  # fine-tune the previous round's weights (else the round-0 model)
   c.star.keep_round0 = True  # mix the symbolic traces into every round
-  c.star.sft = _train(300, 32, 5e-4, 20, 100, 224)
+  c.star.sft = _train(200, 32, 5e-4, 20, 100, 192)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 100
@@ -107,6 +108,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 32, 16, 32
     c.model = _model(256, 512, 8, 8, 2048)
     c.metacot_model = _model(512, 512, 8, 8, 2048)
+    c.star.train_puzzles = 900
     c.sft = _train(20_000, 256, 1e-3, 500, 1000, 96)
     c.metacot_sft = _train(20_000, 256, 1e-3, 500, 1000, 512)
     c.search.num_candidates = 8

@@ -227,15 +227,16 @@ def main(argv):
   star_mcts = MCTSConfig(num_simulations=cfg.star.simulations, policy=cfg.search.policy,
                          max_num_considered_actions=star_search.num_candidates)
   solved_ever: set[int] = set()
+  star_p = train_p[:cfg.star.train_puzzles]
   for r in range(1, cfg.star.rounds + 1):
     name = f"star_{r}"
 
     def round_data(r=r):
       found = from_search.search_traces(
-          policies[-1], metacot_model, tokenizer, train_p, star_search, star_mcts,
+          policies[-1], metacot_model, tokenizer, star_p, star_search, star_mcts,
           batch_size=cfg.search.batch_size, seed=cfg.seed + r)
       run.save(f"star/{r}/solved", [i for i, _ in found])
-      traces = [(train_p[i], lines) for i, lines in found]
+      traces = [(star_p[i], lines) for i, lines in found]
       if cfg.star.keep_round0:
         traces += symbolic()
       return metacot_data(traces, f"star/{r}/data")
