@@ -1,0 +1,674 @@
+"""Tests of Meta-CoT: traces (linearize / parse / loss masks), symbolic round-0 searches,
+PRM walk labels, AlphaZero targets from mctx trees, traces from the model's own trees,
+and the in-context evaluation's rank correlation."""
+
+import dataclasses
+import functools
+from fractions import Fraction
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metacot_jax.data import examples
+from metacot_jax.data.examples import Segment, cot_pairs, sft_arrays
+from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.metacot import evaluate, from_search, round0, symbolic, trace
+from metacot_jax.metacot.trace import Expansion
+from metacot_jax.models import ModelConfig, init_params
+from metacot_jax.models.transformer import forward
+from metacot_jax.search import mcts, step_mdp, step_parser
+from metacot_jax.search.mcts import MCTSConfig
+from metacot_jax.search.step_mdp import SearchConfig
+from metacot_jax.tasks import countdown, game24
+from metacot_jax.tasks.countdown import Countdown
+from metacot_jax.train import OptimizerConfig, create_train_state, sft_step, train
+from metacot_jax.train.alphazero import alphazero_loss, alphazero_step, candidate_logprobs
+
+TOK = Tokenizer()
+
+
+def _f(*xs) -> tuple[Fraction, ...]:
+  return tuple(sorted(Fraction(x) for x in xs))
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Linearize -> text -> parse gives back the facts of the search.
+
+ROUND_TRIP_PROBLEMS = [game24.make(p) for p in ("4 5 6 10", "1 1 4 6", "3 3 8 8", "2 3 5 12",
+                                                "1 2 4 7")] + [
+    Countdown.make("1 3 7 25 50", 100), Countdown.make("2 3 9", 15)]
+
+
+def _check_round_trip(problem, expansions, path, value_digits):
+  lines = trace.linearize(problem, expansions, path, value_digits=value_digits)
+  text = trace.trace_text(lines)
+  facts = trace.parse(problem, text)
+  assert facts.errors == (), (text, facts.errors)
+  assert facts.states == (_f(*problem.numbers),) + tuple(tuple(sorted(e.child))
+                                                          for e in expansions)
+  assert facts.steps == len(expansions)
+  n_back = sum(l.startswith(trace.BACK) for l in text.splitlines())
+  assert facts.backtracks == n_back == sum(l.tag == trace.BACK_TAG for l in lines)
+  assert facts.reached_goal
+  assert facts.answer == lines[-1].text and problem.verify(facts.answer).ok
+  # every line but the answer is either a backtrack or one expansion, in order
+  steps = [l for l in lines if l.tag in (trace.ON_PATH, trace.OFF_PATH)]
+  assert len(steps) == len(expansions)
+  on_path = {i for i, l in enumerate(steps) if l.tag == trace.ON_PATH}
+  assert on_path == set(path)
+  if value_digits:
+    for l, e in zip(steps, expansions):
+      assert l.text == f"{e.step} v{min(9, int(e.value * 10))}"
+  else:
+    assert [l.text for l in steps] == [e.step for e in expansions]
+  return facts
+
+
+@pytest.mark.parametrize("value_digits", [False, True])
+def test_symbolic_traces_round_trip_through_parse(value_digits):
+  found = backtracked = 0
+  for p_index, problem in enumerate(ROUND_TRIP_PROBLEMS):
+    for seed in range(3):
+      rng = np.random.default_rng(100 * p_index + seed)
+      runs = [symbolic.dfs(problem, rng, heuristic=h, max_children=3)
+              for h in symbolic.HEURISTICS]
+      runs += [symbolic.dfs(problem, rng), symbolic.bfs(problem, rng),
+               symbolic.bfs(problem, rng, beam=3, branch=2, heuristic="closest")]
+      for run in runs:
+        if run is None:
+          continue
+        expansions, path = run
+        assert all(e.value is None for e in expansions)  # symbolic searches carry no value
+        if value_digits:
+          vals = rng.random(len(expansions))
+          vals[0] = 1.0  # the top digit is 9, never 10
+          expansions = [dataclasses.replace(e, value=float(v)) for e, v in zip(expansions, vals)]
+        facts = _check_round_trip(problem, expansions, path, value_digits)
+        found += 1
+        backtracked += facts.backtracks > 0
+  assert found >= 30 and backtracked >= 10, (found, backtracked)  # the check has teeth
+
+
+def test_round0_symbolic_traces_parse_to_the_goal():
+  problems = ROUND_TRIP_PROBLEMS[:4]
+  out = round0.symbolic_traces(problems, 3, seed=1, bfs_fraction=0.5)
+  assert len(out) >= 6
+  for problem, lines in out:
+    facts = trace.parse(problem, trace.trace_text(lines))
+    assert facts.errors == () and facts.reached_goal and problem.verify(facts.answer).ok
+
+
+def test_linearize_rejects_a_path_that_is_not_a_solution():
+  problem = game24.make("4 5 6 10")
+  e = Expansion(_f(4, 5, 6, 10), "5 + 4 = 9 (left: 6 9 10)", _f(6, 9, 10))
+  with pytest.raises(ValueError, match="not a legal solution"):
+    trace.linearize(problem, [e], [0])
+
+
+def test_parse_reports_illegal_steps_and_unknown_backtracks():
+  problem = game24.make("4 5 6 10")
+  text = ("5 + 4 = 10 (left: 6 10 10)\n"  # wrong arithmetic
+          "5 + 4 = 9 (left: 6 9 10)\n"
+          "back to 1 2 3\n"  # never visited
+          "back to 4 5 6 10\n"  # fine: the initial state
+          "back to 4 x\n"  # not a state at all
+          "7 + 4 = 11 (left: 5 6 11)\n"  # 7 is not available
+          "hello\n"
+          "Answer: (6 * 5) - (10 - 4) = 24\n"
+          "5 + 4 = 10 (left: 6 10 10)\n")  # after the answer: ignored
+  facts = trace.parse(problem, text)
+  assert facts.steps == 4
+  assert facts.backtracks == 2
+  assert facts.states == (_f(4, 5, 6, 10), _f(6, 9, 10))
+  assert len(facts.errors) == 5, facts.errors
+  assert "not 10" in facts.errors[0]
+  assert "unvisited" in facts.errors[1] and "1 2 3" in facts.errors[1]
+  assert "bad backtrack" in facts.errors[2]
+  assert "not available" in facts.errors[3]
+  assert "not a step" in facts.errors[4]
+  assert facts.answer == "Answer: (6 * 5) - (10 - 4) = 24"
+  assert not facts.reached_goal
+  # value digits are stripped before checking; a wrong final number is no goal
+  facts = trace.parse(problem, "10 - 4 = 6 (left: 5 6 6) v3\n6 * 5 = 30 (left: 6 30) v9\n"
+                      "30 - 6 = 24 (left: 24) v9\n")
+  assert facts.errors == () and facts.reached_goal and facts.steps == 3 and facts.answer == ""
+  facts = trace.parse(problem, "10 - 4 = 6 (left: 5 6 6)\n6 * 5 = 30 (left: 6 30)\n"
+                      "30 + 6 = 36 (left: 36)\n")
+  assert facts.errors == () and not facts.reached_goal
+
+
+_FRAGMENTS = ["back to ", "4", "5", "6", "10", "1/0", "-3", " + ", " - ", " * ", " / ", " = ",
+              " (left: ", ")", "\n", " ", "Answer: ", " v7", "8/3", "x", "\r", "\u2028"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(st.text(), st.lists(st.sampled_from(_FRAGMENTS), max_size=40).map("".join)))
+def test_parse_never_raises(text):
+  problem = game24.make("4 5 6 10")
+  facts = trace.parse(problem, text)
+  assert facts.states[0] == _f(4, 5, 6, 10)
+  assert len(facts.states) <= facts.steps + 1
+  assert facts.steps + facts.backtracks <= len(text.splitlines())
+  assert all(isinstance(e, str) for e in facts.errors)
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Loss masks of the three variants, by hand, down to tokens.
+
+HAND_PROBLEM = game24.make("4 5 6 10")
+HAND_EXPANSIONS = [
+    Expansion(_f(4, 5, 6, 10), "5 + 4 = 9 (left: 6 9 10)", _f(6, 9, 10)),
+    Expansion(_f(6, 9, 10), "10 - 9 = 1 (left: 1 6)", _f(1, 6)),
+    Expansion(_f(1, 6), "6 - 1 = 5 (left: 5)", _f(5)),  # a leaf that misses: dead end
+    Expansion(_f(4, 5, 6, 10), "10 - 4 = 6 (left: 5 6 6)", _f(5, 6, 6)),
+    Expansion(_f(5, 6, 6), "6 * 5 = 30 (left: 6 30)", _f(6, 30)),
+    Expansion(_f(6, 30), "30 - 6 = 24 (left: 24)", _f(24)),
+]
+HAND_PATH = [3, 4, 5]
+HAND_LINES = [
+    ("5 + 4 = 9 (left: 6 9 10)", trace.OFF_PATH),
+    ("10 - 9 = 1 (left: 1 6)", trace.OFF_PATH),
+    ("6 - 1 = 5 (left: 5)", trace.OFF_PATH),
+    ("back to 4 5 6 10", trace.BACK_TAG),
+    ("10 - 4 = 6 (left: 5 6 6)", trace.ON_PATH),
+    ("6 * 5 = 30 (left: 6 30)", trace.ON_PATH),
+    ("30 - 6 = 24 (left: 24)", trace.ON_PATH),
+    ("Answer: (6 * 5) - (10 - 4) = 24", trace.ANSWER),
+]
+HAND_WEIGHTS = {
+    "all": [1, 1, 1, 1, 1, 1, 1, 1],
+    "z_only": [1, 1, 1, 1, 1, 1, 1, 0],
+    "mask_off_path": [0, 0, 0, 1, 1, 1, 1, 1],
+}
+
+
+def test_hand_trace_lines_and_facts():
+  lines = trace.linearize(HAND_PROBLEM, HAND_EXPANSIONS, HAND_PATH)
+  assert [(l.text, l.tag) for l in lines] == HAND_LINES
+  facts = trace.parse(HAND_PROBLEM, trace.trace_text(lines))
+  assert (facts.steps, facts.backtracks, facts.errors, facts.reached_goal) == (6, 1, (), True)
+
+
+@pytest.mark.parametrize("variant", trace.LOSS_VARIANTS)
+def test_loss_masks_by_hand(variant):
+  lines = trace.linearize(HAND_PROBLEM, HAND_EXPANSIONS, HAND_PATH)
+  assert trace.loss_weights(lines, variant) == HAND_WEIGHTS[variant]
+
+  segments = round0.trace_segments(HAND_PROBLEM, lines, variant)
+  assert segments[0] == Segment(HAND_PROBLEM.prompt(), 0.0)
+  assert [s.text for s in segments[1:]] == [t + "\n" for t, _ in HAND_LINES]
+  assert all(s.value is None for s in segments)
+  arrays, dropped = examples.encode(TOK, [segments], 128)
+  assert dropped == 0
+  tokens, mask = arrays["tokens"][0], arrays["loss_mask"][0]
+
+  # Expected mask: 0 on <bos> and the prompt, each line's weight on each of its tokens,
+  # <eos> with the last line's weight, 0 on padding.
+  prompt_len = 1 + len(TOK.encode(HAND_PROBLEM.prompt()))
+  want = [0.0] * prompt_len
+  for (text, _), w in zip(HAND_LINES, HAND_WEIGHTS[variant]):
+    want += [float(w)] * len(TOK.encode(text + "\n"))
+  want.append(float(HAND_WEIGHTS[variant][-1]))
+  n = len(want)
+  np.testing.assert_array_equal(mask[:n], want)
+  np.testing.assert_array_equal(mask[n:], 0.0)
+  # the tokens are those of the whole text: segment boundaries do not change tokenization
+  full = TOK.encode(HAND_PROBLEM.prompt() + trace.trace_text(lines), bos=True, eos=True)
+  assert len(full) == n
+  np.testing.assert_array_equal(tokens[:n], full)
+  np.testing.assert_array_equal(tokens[n:], TOK.pad_id)
+  # masked tokens are exactly those of the masked lines (and eos when the last is masked)
+  masked_text = "".join(t + "\n" for (t, _), w in zip(HAND_LINES, HAND_WEIGHTS[variant])
+                        if w == 0)
+  n_masked = int(np.sum(mask[prompt_len:n] == 0))
+  assert n_masked == len(TOK.encode(masked_text)) + (HAND_WEIGHTS[variant][-1] == 0)
+  assert mask[n - 1] == HAND_WEIGHTS[variant][-1]
+  assert not arrays["value_weights"].any()
+
+
+def test_unknown_loss_variant_raises():
+  lines = trace.linearize(HAND_PROBLEM, HAND_EXPANSIONS, HAND_PATH)
+  with pytest.raises(ValueError, match="unknown loss variant"):
+    trace.loss_weights(lines, "answer_only")
+  with pytest.raises(ValueError, match="unknown loss variant"):
+    round0.trace_segments(HAND_PROBLEM, lines, "")
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. PRM walks: labels are exact solvability; value positions sit on newlines.
+
+WALK_PROBLEMS = [game24.make(p) for p in ("4 5 6 10", "1 1 4 6", "3 3 8 8", "1 1 1 1")] + [
+    Countdown.make("2 3 9", 15)]
+
+
+def test_walk_labels_are_solvability_after_each_step():
+  walks = examples.walk_examples(WALK_PROBLEMS, 4, seed=3)
+  assert len(walks) == 4 * len(WALK_PROBLEMS)
+  labels = []
+  for i, segments in enumerate(walks):
+    problem = WALK_PROBLEMS[i // 4]
+    assert segments[0] == Segment(problem.prompt(), 0.0)
+    state = problem.initial_state()
+    assert len(segments) == len(problem.numbers)  # prompt + (n - 1) steps, down to one number
+    for seg in segments[1:]:
+      assert seg.loss == 0.0 and seg.text.endswith("\n")
+      check = countdown.check_step(state, seg.text.rstrip("\n"))
+      assert check.ok, (seg.text, check.reason)
+      state = check.state
+      assert seg.value == float(countdown.is_solvable(state, problem.target))
+      labels.append(seg.value)
+    assert len(state) == 1
+  assert 0 < np.mean(labels) < 1  # both labels occur
+  assert examples.walk_examples(WALK_PROBLEMS, 4, seed=3) == walks  # seeded
+
+
+def test_encode_value_positions_point_at_newlines():
+  walks = examples.walk_examples(WALK_PROBLEMS, 2, seed=0)
+  cots = examples.cot_examples(WALK_PROBLEMS[:3], 1)
+  data = walks + cots
+  arrays, dropped = examples.encode(TOK, data, 96)
+  assert dropped == 0
+  chex.assert_shape(arrays["tokens"], (len(data), 96))
+  chex.assert_shape([arrays["value_positions"], arrays["value_labels"],
+                     arrays["value_weights"]], (len(data), 8))
+  for i, segments in enumerate(data):
+    labelled = [(k, s) for k, s in enumerate(segments) if s.value is not None]
+    m = len(labelled)
+    assert m == (len(segments) - 1 if i < len(walks) else len(segments) - 2)  # cot: not the answer
+    pos = arrays["value_positions"][i, :m]
+    tokens = arrays["tokens"][i]
+    np.testing.assert_array_equal(tokens[pos], TOK.newline_id)
+    np.testing.assert_array_equal(arrays["value_labels"][i, :m], [s.value for _, s in labelled])
+    np.testing.assert_array_equal(arrays["value_weights"][i], [1.0] * m + [0.0] * (8 - m))
+    # the position is the last token of its own line: the prefix up to it is that line's text
+    for (k, _), p in zip(labelled, pos):
+      want = "".join(s.text for s in segments[:k + 1])
+      assert TOK.decode(tokens[:p + 1]) == want
+
+
+def test_encode_drops_and_counts_too_long_examples():
+  data = examples.walk_examples(WALK_PROBLEMS, 3, seed=1)
+  lengths = np.array([1 + sum(len(TOK.encode(s.text)) for s in ex) + 1 for ex in data])
+  limit = int(np.median(lengths))
+  arrays, dropped = examples.encode(TOK, data, limit)
+  assert dropped == int(np.sum(lengths > limit)) > 0
+  assert len(arrays["tokens"]) == int(np.sum(lengths <= limit))
+  kept = [ex for ex, n in zip(data, lengths) if n <= limit]
+  for row, ex in zip(arrays["tokens"], kept):
+    text = "".join(s.text for s in ex)
+    np.testing.assert_array_equal(row[:len(TOK.encode(text)) + 2],
+                                  TOK.encode(text, bos=True, eos=True))
+  # too many labels counts as too long; three numbers give two labels
+  arrays, dropped = examples.encode(TOK, data, 96, max_values=2)
+  assert dropped == 12 and len(arrays["tokens"]) == 3
+  with pytest.raises(ValueError, match="longer than"):
+    examples.encode(TOK, data, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. AlphaZero targets. A tiny model memorizes Game of 24 solutions; mctx searches with it
+# (the fixture is shared with the traces-from-search test below).
+
+PUZZLES = ("4 5 6 10", "1 1 4 6", "3 3 8 8", "2 3 5 12")
+MODEL = ModelConfig(vocab_size=TOK.vocab_size, max_len=80, d_model=64, num_layers=1,
+                    num_heads=4, d_ff=256)
+SEARCH = SearchConfig(num_candidates=3, max_step_tokens=20)
+MCTS = MCTSConfig(num_simulations=8, max_num_considered_actions=3)
+FMT = step_parser.StepFormat.from_tokenizer(TOK, SEARCH.max_numbers)
+TRAIN_STEPS = 120
+SEARCH_SEED = 0
+
+
+@functools.cache
+def _searched():
+  """(problems, params, expanded roots, mctx output, AlphaZero batch), all on the host."""
+  problems = [game24.make(p) for p in PUZZLES]
+  pairs = cot_pairs(problems, 2)
+  longest = max(len(TOK.encode(p, bos=True) + TOK.encode(c, eos=True)) for p, c in pairs)
+  data = sft_arrays(TOK, pairs, -(-longest // 8) * 8)
+  opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=10, total_steps=TRAIN_STEPS)
+  params = jax.jit(init_params, static_argnums=0)(MODEL, jax.random.PRNGKey(0))
+  state = create_train_state(None, MODEL, opt, params=params)
+  state, _ = train(state, data, functools.partial(sft_step, config=MODEL),
+                   num_steps=TRAIN_STEPS, batch_size=len(pairs), seed=0)
+  params = state.params
+  roots = step_mdp.root_nodes(problems, TOK, MODEL, SEARCH)
+  # the key search_traces uses for its first batch, so that its search is this one
+  key = jax.random.fold_in(jax.random.PRNGKey(SEARCH_SEED), 0)
+  roots, out = jax.device_get(mcts.tree_search(params, key, roots, model=MODEL, fmt=FMT,
+                                               newline_id=TOK.newline_id, search=SEARCH,
+                                               cfg=MCTS))
+  # the value target: the search's own estimate at the root, in [0, 1]
+  outcome = np.clip(np.asarray(out.search_tree.node_values[:, 0], np.float32), 0.0, 1.0)
+  batch = {"prefix": roots.tokens, "prefix_len": roots.length, "candidates": roots.cand_tokens,
+           "cand_len": roots.cand_lengths, "cand_valid": roots.cand_valid,
+           "weights": np.asarray(out.action_weights, np.float32),
+           "outcome": outcome}
+  return problems, params, roots, out, batch
+
+
+@pytest.fixture(scope="module")
+def searched():
+  return _searched()
+
+
+def test_search_batch_is_usable(searched):
+  _, _, roots, out, batch = searched
+  b, k, s = len(PUZZLES), SEARCH.num_candidates, SEARCH.max_step_tokens
+  chex.assert_shape(batch["prefix"], (b, MODEL.max_len))
+  chex.assert_shape(batch["candidates"], (b, k, s))
+  chex.assert_shape([batch["cand_len"], batch["cand_valid"], batch["weights"]], (b, k))
+  np.testing.assert_allclose(batch["weights"].sum(1), 1.0, rtol=1e-5)
+  some_valid = batch["cand_valid"].any(1)[:, None]
+  assert np.all(batch["weights"][some_valid & ~batch["cand_valid"]] == 0.0)
+  assert np.all(batch["prefix_len"][:, None] + batch["cand_len"] <= MODEL.max_len)
+  # at least one root has two distinct valid candidates: the policy targets have a choice
+  assert (batch["cand_valid"].sum(1) >= 2).any(), batch["cand_valid"]
+  assert np.all((batch["outcome"] >= 0) & (batch["outcome"] <= 1))
+  assert (out.search_tree.embeddings.score == 1.0).any(1).sum() >= 2  # solved in the tree
+
+
+def _log_softmax(x):
+  x = np.asarray(x, np.float64)
+  x = x - x.max(-1, keepdims=True)
+  return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def _hand_candidate_logprobs(params, batch, pairs):
+  """Sum of candidate log-probs for (b, k) pairs, by hand: each row is prefix + candidate
+  alone, padded to a common width other than the model's max_len; a float64 log-softmax."""
+  seqs = [np.concatenate([batch["prefix"][b, :batch["prefix_len"][b]],
+                          batch["candidates"][b, k, :batch["cand_len"][b, k]]]) for b, k in pairs]
+  width = max(len(x) for x in seqs) + 3
+  tokens = np.zeros((len(seqs), width), np.int32)
+  for i, x in enumerate(seqs):
+    tokens[i, :len(x)] = x
+  logits, _, _ = jax.jit(forward, static_argnums=1)(params, MODEL, tokens)
+  out = []
+  for i, (b, k) in enumerate(pairs):
+    logp = _log_softmax(logits[i])
+    plen, clen = int(batch["prefix_len"][b]), int(batch["cand_len"][b, k])
+    out.append(sum(logp[t - 1, tokens[i, t]] for t in range(plen, plen + clen)))
+  return np.array(out)
+
+
+def _both_logprobs(params, prefix, prefix_len, candidates, cand_len):
+  """(sum, per-token mean) candidate log-probs; one function so that one compile serves all."""
+  return (candidate_logprobs(params, MODEL, prefix, prefix_len, candidates, cand_len, mean=False),
+          candidate_logprobs(params, MODEL, prefix, prefix_len, candidates, cand_len))
+
+
+def _model_logprobs(params, batch):
+  args = (batch["prefix"], batch["prefix_len"], batch["candidates"], batch["cand_len"])
+  return np.asarray(jax.jit(_both_logprobs)(params, *args)[1])
+
+
+def _masked(logp_BxK, valid_BxK):
+  return np.where(valid_BxK, logp_BxK, np.finfo(np.float32).min)
+
+
+def _kl(w_BxK, log_q_BxK):
+  """KL(w || q) per row; 0 log 0 = 0."""
+  w = np.asarray(w_BxK, np.float64)
+  log_w = np.log(np.where(w > 0, w, 1.0))
+  return np.sum(np.where(w > 0, w * (log_w - log_q_BxK), 0.0), -1)
+
+
+def _loss(params, batch):
+  return alphazero_loss(params, batch, MODEL, 0.5)
+
+
+def _weight_grad(weights, params, batch):
+  """Gradient of alphazero_loss w.r.t. the policy target."""
+  return jax.grad(lambda w: _loss(params, {**batch, "weights": w})[0])(weights)
+
+
+class AlphaZeroTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_candidate_logprobs_by_hand(self):
+    _, params, _, out, batch = _searched()
+    args = (batch["prefix"], batch["prefix_len"], batch["candidates"], batch["cand_len"])
+    logp_sum, logp_mean = self.variant(_both_logprobs)(params, *args)
+    chex.assert_shape([logp_sum, logp_mean], batch["cand_len"].shape)
+    chex.assert_tree_all_finite([logp_sum, logp_mean])
+    clen = np.maximum(batch["cand_len"], 1)
+    np.testing.assert_allclose(logp_mean, logp_sum / clen, rtol=1e-5)
+    valid = batch["cand_valid"]
+    pairs = [tuple(x) for x in np.argwhere(valid)[:2]] + [(2, 0), (3, 2)]
+    hand = _hand_candidate_logprobs(params, batch, pairs)
+    b, k = np.array(pairs).T
+    np.testing.assert_allclose(logp_sum[b, k], hand, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logp_mean[b, k], hand / clen[b, k], rtol=1e-4, atol=1e-4)
+    # ... and equal the prior the search used at the root (mctx stores it minus its max)
+    prior = out.search_tree.children_prior_logits[:, 0]
+    for b in np.nonzero(valid.any(1))[0]:
+      v = valid[b]
+      np.testing.assert_allclose(prior[b, v], logp_mean[b, v] - logp_mean[b, v].max(),
+                                 atol=2e-4)
+    assert np.all(np.asarray(logp_sum)[valid] < 0)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_alphazero_loss_by_hand(self):
+    _, params, roots, _, batch = _searched()
+    loss, metrics = self.variant(_loss)(params, batch)
+    chex.assert_shape([loss, metrics["policy_loss"], metrics["value_loss"]], ())
+    np.testing.assert_allclose(loss, metrics["policy_loss"] + 0.5 * metrics["value_loss"],
+                               rtol=1e-6)
+    # policy loss: cross-entropy from the weights to softmax over the valid candidates
+    log_p = _log_softmax(_masked(_model_logprobs(params, batch), batch["cand_valid"]))
+    w = batch["weights"].astype(np.float64)
+    ce = -np.sum(np.where(w > 0, w * log_p, 0.0), 1)
+    np.testing.assert_allclose(metrics["policy_loss"], ce.mean(), rtol=1e-4)
+    # cross-entropy = H(w) + KL(w || p): at least the target's entropy ...
+    entropy = -_kl(w, np.zeros_like(w))
+    np.testing.assert_allclose(ce, entropy + _kl(w, log_p), rtol=1e-5, atol=1e-6)
+    assert np.all(_kl(w, log_p) >= -1e-6)
+    # ... which it reaches when the model's distribution is the target
+    p = np.exp(log_p)
+    _, at_target = self.variant(_loss)(params, {**batch, "weights": p.astype(np.float32)})
+    np.testing.assert_allclose(at_target["policy_loss"], np.mean(-_kl(p, np.zeros_like(p))),
+                               rtol=1e-4)
+    assert float(at_target["policy_loss"]) < float(metrics["policy_loss"])
+    # the value term reads the PRM at the end of the prefix: the value the search used
+    v = np.asarray(roots.value, np.float64)
+    o = batch["outcome"]
+    bce = -(o * np.log(v) + (1 - o) * np.log(1 - v))
+    np.testing.assert_allclose(metrics["value_loss"], bce.mean(), rtol=1e-4)
+
+
+def test_policy_target_is_a_stop_gradient(searched):
+  """Nothing flows into the search's weights."""
+  _, params, _, _, batch = searched
+  weights = jnp.asarray(batch["weights"])
+  grad_w = jax.jit(_weight_grad)(weights, params, batch)
+  chex.assert_shape(grad_w, batch["weights"].shape)
+  np.testing.assert_array_equal(grad_w, 0.0)
+
+
+def test_cross_entropy_is_minimized_at_the_target():
+  """optax's cross-entropy (as alphazero_loss uses it) is H(w) exactly when softmax = w."""
+  w = np.array([[0.7, 0.3, 0.0], [0.2, 0.5, 0.3]], np.float32)
+  valid = w > 0
+  entropy = -_kl(w, np.zeros_like(w))
+  at_target = _masked(np.log(np.where(valid, w, 1.0)) + 3.0, valid)  # shift-invariant
+  np.testing.assert_allclose(optax.softmax_cross_entropy(at_target, w), entropy, rtol=1e-5)
+  grad = jax.grad(lambda x: optax.softmax_cross_entropy(x, w).sum())(jnp.asarray(at_target))
+  np.testing.assert_allclose(grad, 0.0, atol=1e-6)
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    moved = at_target + np.where(valid, rng.normal(size=w.shape), 0.0).astype(np.float32)
+    ce = np.asarray(optax.softmax_cross_entropy(moved, w))
+    np.testing.assert_allclose(ce - entropy, _kl(w, _log_softmax(moved)), rtol=1e-4, atol=1e-5)
+    assert np.all(ce > entropy + 1e-4)
+
+
+def test_alphazero_steps_move_the_policy_toward_the_weights(searched):
+  _, params, _, _, batch = searched
+  rows = batch["cand_valid"].sum(1) >= 2
+
+  def kl_to_weights(p):
+    log_q = _log_softmax(_masked(_model_logprobs(p, batch), batch["cand_valid"]))
+    return float(_kl(batch["weights"][rows], log_q[rows]).sum())
+
+  opt = OptimizerConfig(learning_rate=1e-3, warmup_steps=0, total_steps=10)
+  state = create_train_state(None, MODEL, opt, params=jax.tree.map(jnp.copy, params))
+  kl_before = kl_to_weights(state.params)
+  assert kl_before > 1e-3  # the search's targets differ from the prior
+  history = []
+  for _ in range(7):  # metrics are those of the params before each update
+    state, metrics = alphazero_step(state, batch, config=MODEL)
+    history.append({k: float(v) for k, v in metrics.items()})
+  first, last = history[0], history[-1]
+  assert last["policy_loss"] < first["policy_loss"] - 1e-3, history
+  assert last["value_loss"] < first["value_loss"], history
+  assert kl_to_weights(state.params) < kl_before - 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Traces from mctx trees.
+
+N_STATE = 6
+
+
+def _node_arrays(problem, spec, width=96):
+  """A fake one-problem tree: spec rows (parent, step or None, terminal, answered, value)."""
+  root_tokens = TOK.encode(problem.prompt(), bos=True)
+  toks, states = [root_tokens], [_f(*problem.numbers)]
+  parents = [-1]
+  terminal, answered, values = [False], [False], [0.5]
+  for parent, step, term, ans, value in spec:
+    parents.append(parent)
+    if parent < 0:  # a slot mctx never filled
+      toks.append([]), states.append(()), terminal.append(False), answered.append(False)
+      values.append(0.0)
+      continue
+    if step is None:  # a dead candidate: nothing appended
+      toks.append(toks[parent]), states.append(states[parent])
+    else:
+      check = countdown.check_step(states[parent], step)
+      toks.append(toks[parent] + TOK.encode(step + "\n"))
+      states.append(tuple(check.state) if check.ok else states[parent])
+    terminal.append(term), answered.append(ans), values.append(value)
+  n = len(toks)
+  state = np.zeros((n, N_STATE, 2), np.int32)
+  state[..., 1] = 1
+  for i, s in enumerate(states):
+    for j, x in enumerate(s):
+      state[i, j] = (x.numerator, x.denominator)
+  tokens = np.zeros((n, width), np.int32)
+  for i, t in enumerate(toks):
+    tokens[i, :len(t)] = t
+  zeros, k = np.zeros(n, np.int32), 2
+  nodes = step_mdp.Node(
+      tokens=tokens, length=np.array([len(t) for t in toks], np.int32), state=state,
+      count=np.array([len(s) for s in states], np.int32),
+      target=np.full(n, problem.target, np.int32), depth=zeros, terminal=np.array(terminal),
+      answered=np.array(answered), score=np.zeros(n, np.float32),
+      value=np.array(values, np.float32), cand_tokens=np.zeros((n, k, 4), np.int32),
+      cand_lengths=np.zeros((n, k), np.int32), cand_valid=np.zeros((n, k), bool),
+      cand_state=np.zeros((n, k, N_STATE, 2), np.int32), cand_count=np.zeros((n, k), np.int32),
+      nodes=zeros, tokens_generated=zeros, tokens_processed=zeros, lm_calls=zeros)
+  return nodes, np.array(parents, np.int32)
+
+
+FAKE_TREE = [  # node i (1..) made by simulation i
+    (0, "5 + 4 = 9 (left: 6 9 10)", False, False, 0.4),  # 1
+    (1, None, True, False, 0.0),  # 2: dead candidate
+    (0, "10 - 4 = 6 (left: 5 6 6)", False, False, 0.8),  # 3: a backtrack to the root
+    (1, "10 - 9 = 1 (left: 1 6)", False, False, 0.1),  # 4: a backtrack to 6 9 10
+    (4, "6 - 1 = 5 (left: 5)", True, True, 0.0),  # 5: answered, not the target
+    (5, "5 + 5 = 10 (left: 10)", False, False, 0.3),  # 6: below a terminal (mctx goes on)
+    (3, "6 * 5 = 30 (left: 6 30)", False, False, 0.9),  # 7: a backtrack to 5 6 6
+    (7, "30 - 6 = 24 (left: 24)", True, True, 1.0),  # 8: the goal
+    (8, "24 + 1 = 25 (left: 25)", False, False, 0.2),  # 9: below the goal
+    (0, "6 + 4 = 10 (left: 5 10 10)", False, False, 0.5),  # 10: after the goal: not in Z
+    (-1, None, False, False, 0.0),  # 11: unfilled
+]
+
+
+def test_tree_expansions_replay_the_simulations():
+  problem = game24.make("4 5 6 10")
+  nodes, parents = _node_arrays(problem, FAKE_TREE)
+  expansions, path = from_search.tree_expansions(problem, TOK, nodes, parents)
+  kept = [1, 3, 4, 5, 7, 8]
+  assert [e.step for e in expansions] == [FAKE_TREE[i - 1][1] for i in kept]
+  assert [e.value for e in expansions] == pytest.approx([FAKE_TREE[i - 1][4] for i in kept])
+  assert [e.parent for e in expansions] == [_f(4, 5, 6, 10), _f(4, 5, 6, 10), _f(6, 9, 10),
+                                            _f(1, 6), _f(5, 6, 6), _f(6, 30)]
+  assert [e.child for e in expansions] == [_f(6, 9, 10), _f(5, 6, 6), _f(1, 6), _f(5),
+                                           _f(6, 30), _f(24)]
+  assert path == [1, 4, 5]
+  lines = trace.linearize(problem, expansions, path)
+  assert [l.text for l in lines] == [
+      "5 + 4 = 9 (left: 6 9 10)", "back to 4 5 6 10", "10 - 4 = 6 (left: 5 6 6)",
+      "back to 6 9 10", "10 - 9 = 1 (left: 1 6)", "6 - 1 = 5 (left: 5)", "back to 5 6 6",
+      "6 * 5 = 30 (left: 6 30)", "30 - 6 = 24 (left: 24)", "Answer: (6 * 5) - (10 - 4) = 24"]
+  facts = trace.parse(problem, trace.trace_text(lines))
+  assert (facts.steps, facts.backtracks, facts.errors, facts.reached_goal) == (6, 3, (), True)
+
+
+def test_tree_expansions_none_without_the_target():
+  problem = game24.make("4 5 6 10")
+  unsolved = FAKE_TREE[:7] + [(-1, None, False, False, 0.0)] * 4  # the goal node never made
+  nodes, parents = _node_arrays(problem, unsolved)
+  assert from_search.tree_expansions(problem, TOK, nodes, parents) is None
+  # reaching one number that is not the target is no solution either
+  wrong = FAKE_TREE[:7] + [(7, "30 + 6 = 36 (left: 36)", True, True, 0.0)]
+  nodes, parents = _node_arrays(problem, wrong)
+  assert from_search.tree_expansions(problem, TOK, nodes, parents) is None
+  # the goal under a terminal (dead) parent does not count
+  below = FAKE_TREE[:7] + [(7, "30 - 6 = 24 (left: 24)", True, True, 1.0)]
+  below[6] = (3, "6 * 5 = 30 (left: 6 30)", True, False, 0.9)  # node 7 made terminal
+  nodes, parents = _node_arrays(problem, below)
+  assert from_search.tree_expansions(problem, TOK, nodes, parents) is None
+
+
+def test_search_traces_from_the_memorizing_model(searched):
+  problems, params, _, out, _ = searched
+  traces = from_search.search_traces(params, MODEL, TOK, problems, SEARCH, MCTS,
+                                     batch_size=len(problems), seed=SEARCH_SEED)
+  tree = out.search_tree
+  solved = [b for b in range(len(problems)) if (tree.embeddings.score[b] == 1.0).any()]
+  assert [i for i, _ in traces] == solved and len(solved) >= 2
+  backtracks = 0
+  for i, lines in traces:
+    facts = trace.parse(problems[i], trace.trace_text(lines))
+    assert facts.errors == () and facts.reached_goal, trace.trace_text(lines)
+    assert problems[i].verify(facts.answer).ok
+    assert lines[-1].tag == trace.ANSWER
+    # the same search as the fixture's (same key): the trace is that tree's, linearized
+    nodes = jax.tree.map(lambda x, i=i: x[i], tree.embeddings)
+    found = from_search.tree_expansions(problems[i], TOK, nodes, tree.parents[i])
+    assert lines == trace.linearize(problems[i], *found)
+    assert facts.steps == len(found[0]) <= MCTS.num_simulations
+    backtracks += facts.backtracks
+  assert backtracks > 0  # the search explored beside its solutions, and the trace shows it
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Spearman's rank correlation.
+
+def _pearson(a, b):
+  a, b = np.asarray(a, float) - np.mean(a), np.asarray(b, float) - np.mean(b)
+  return float(np.sum(a * b) / np.sqrt(np.sum(a * a) * np.sum(b * b)))
+
+
+def test_rank_correlation_by_hand():
+  assert evaluate.rank_correlation([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+  assert evaluate.rank_correlation([1, 2, 3, 4], [0.4, 0.3, 0.2, 0.1]) == pytest.approx(-1.0)
+  # monotone but not linear: ranks only
+  assert evaluate.rank_correlation([1, 2, 3, 4, 5], [1, 8, 27, 64, 1000]) == pytest.approx(1.0)
+  # ties take their average rank (1-based: [1, 2.5, 2.5, 4] and [1, 3, 2, 4])
+  got = evaluate.rank_correlation([1, 2, 2, 3], [1, 3, 2, 4])
+  assert got == pytest.approx(_pearson([1, 2.5, 2.5, 4], [1, 3, 2, 4]))
+  assert got == pytest.approx(0.9486832980505138)
+  got = evaluate.rank_correlation([5, 1, 5, 5, 0], [0.1, 0.2, 0.3, 0.3, 0.0])
+  assert got == pytest.approx(_pearson([4, 2, 4, 4, 1], [2, 3, 4.5, 4.5, 1]))
+  assert np.isnan(evaluate.rank_correlation([1, 1, 1], [1, 2, 3]))
