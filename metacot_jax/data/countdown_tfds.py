@@ -22,13 +22,12 @@ collide in one `data_dir`.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
-from etils import epath
 
+from metacot_jax.data.array_record_builder import ArrayRecordBuilder
 from metacot_jax.tasks import countdown
 
 NUM_NUMBERS = 4
@@ -141,23 +140,12 @@ def generate_problems(config: CountdownConfig) -> dict[str, list[tuple[tuple[int
   return {"train": train, "test": test, "held_out_targets": held_out}
 
 
-class Countdown(tfds.core.GeneratorBasedBuilder):
+class Countdown(ArrayRecordBuilder):
   """Solvable 4-number Countdown problems with a held-out-targets split."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   BUILDER_CONFIGS = [countdown_config()]
-
-  def __init__(self, *, file_format: str | None = "array_record", **kwargs):
-    # array_record gives random access through `as_data_source` without TensorFlow.
-    super().__init__(file_format=file_format, **kwargs)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10's own `code_path` needs the `importlib_resources` backport
-    # (not installed on Python >= 3.9) for builders inside a package.
-    return epath.Path(inspect.getfile(cls))
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(

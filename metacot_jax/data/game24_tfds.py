@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import inspect
 import logging
 import os
 from fractions import Fraction
@@ -28,6 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from metacot_jax.data.array_record_builder import ArrayRecordBuilder
 from metacot_jax.tasks import countdown, game24
 
 CSV_NAME = "24.csv"
@@ -138,7 +138,7 @@ def computed_ranking() -> list[dict]:
           for r, p in enumerate(puzzles, start=1)]
 
 
-class Game24(tfds.core.GeneratorBasedBuilder):
+class Game24(ArrayRecordBuilder):
   """The 1,362 solvable Game of 24 puzzles, split by difficulty rank."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -157,17 +157,6 @@ class Game24(tfds.core.GeneratorBasedBuilder):
       "folder and pass that folder as manual_dir, e.g. "
       "`download_config=tfds.download.DownloadConfig(manual_dir=...)`. Config "
       "'computed' needs no file.")
-
-  def __init__(self, *, file_format: str | None = "array_record", **kwargs):
-    # array_record gives random access through `as_data_source` without TensorFlow.
-    super().__init__(file_format=file_format, **kwargs)
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10's own `code_path` needs the `importlib_resources` backport
-    # (not installed on Python >= 3.9) for builders inside a package.
-    return epath.Path(inspect.getfile(cls))
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
