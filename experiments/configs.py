@@ -57,8 +57,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # Both models have the same trunk; the Meta-CoT one reads longer texts.
   c.model = _model(128, 128, 4, 4, 512)
   c.metacot_model = _model(192, 128, 4, 4, 512)
-  c.sft = _train(1500, 32, 2e-3, 100, 250, 96)
-  c.metacot_sft = _train(1000, 32, 2e-3, 100, 250, 192)
+  c.sft = _train(1000, 32, 2e-3, 100, 250, 96)
+  c.metacot_sft = _train(600, 32, 2e-3, 60, 200, 192)
   c.value_weight = 1.0
 
   c.search = ml_collections.ConfigDict()
@@ -66,7 +66,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.max_step_tokens = 20
   c.search.temperature = 1.0
   c.search.prior = "mean"
-  c.search.simulations = (2, 4, 8)  # MCTS budgets evaluated
+  c.search.simulations = (4, 8)  # MCTS budgets evaluated
   c.search.policy = "gumbel"
   c.search.batch_size = 50
 
@@ -76,12 +76,12 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.baselines = ml_collections.ConfigDict()
   c.baselines.beam_widths = (1, 4)  # BFS (PRM) and beam (log-prob) widths
   c.baselines.expansions = (4, 12)  # best-first and DFS budgets
-  c.baselines.samples = 32  # N of sample-N: pass@k, maj@k, best-of-k for k <= N
+  c.baselines.samples = 16  # N of sample-N: pass@k, maj@k, best-of-k for k <= N
 
   c.star = ml_collections.ConfigDict()
   c.star.rounds = 2
   c.star.simulations = 8  # MCTS budget per training puzzle
-  c.star.train_puzzles = 300  # the first N training puzzles are searched each round
+  c.star.train_puzzles = 150  # the first N training puzzles are searched each round
   c.star.from_previous = True  # fine-tune the previous round's weights (else the round-0 model)
   c.star.keep_round0 = True  # mix the symbolic traces into every round
   c.star.sft = _train(200, 32, 5e-4, 20, 100, 192)
@@ -113,6 +113,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.metacot_sft = _train(20_000, 256, 1e-3, 500, 1000, 512)
     c.search.num_candidates = 8
     c.search.simulations = (4, 8, 16, 32, 64)
+    c.baselines.samples = 64
     c.search.batch_size = 100
     c.star.rounds, c.star.simulations = 3, 32
     c.star.sft = _train(4000, 256, 3e-4, 100, 500, 512)
