@@ -19,7 +19,8 @@ TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_
         "--config.data.hard_puzzles=10", "--config.sft.steps=12", "--config.metacot_sft.steps=12",
         "--config.sft.checkpoint_every=4", "--config.metacot_sft.checkpoint_every=4",
         "--config.search.simulations=(2,)", "--config.search.batch_size=10",
-        "--config.eval.batch_size=10"]
+        "--config.eval.batch_size=10", "--config.baselines.samples=2",
+        "--config.star.simulations=2"]
 
 
 def run_job(workdir, *extra, timeout=900):
