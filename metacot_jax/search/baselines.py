@@ -349,9 +349,9 @@ def _solution_rows(params, prompt_BxT, prompt_lengths_B, out: sampling.Samples, 
   The answer node is the prompt plus the step lines before the first `Answer: `
   line (so `results.summarize` checks the steps, as for step-level search);
   answered when such a line was generated and the row stopped. The score is the
-  final PRM value (learned): the value logit at the last generated token, or, with
-  a separate value network (`step_mdp.PolicyValue`), one more prefill of the whole
-  sequence, counted. A node is a generated line before the answer. There is no
+  PRM value (learned) of the steps, read where the PRM is trained to read it: at the
+  end of the last step line; with a separate value network (`step_mdp.PolicyValue`)
+  by one more prefill of the prompt and steps, counted as a whole-sequence prefill. A node is a generated line before the answer. There is no
   search at the root: `root_weights` [B, 1] and `root_value` are zeros.
   """
   bsz, n = out.tokens_BxN.shape
@@ -365,12 +365,14 @@ def _solution_rows(params, prompt_BxT, prompt_lengths_B, out: sampling.Samples, 
   generated = out.lengths_B.astype(jnp.int32)
   processed_B, calls_B = prompt_lengths_B + generated, 1 + generated
   _, value_params = step_mdp.split_params(params)
+  # The PRM scores prefixes that end a step line (what it is trained on): here the
+  # last step line before the answer.
   if value_params is None:
-    value_B = jax.nn.sigmoid(out.values_BxN[jnp.arange(bsz), jnp.maximum(generated - 1, 0)])
+    value_B = jax.nn.sigmoid(out.values_BxN[jnp.arange(bsz), jnp.maximum(steps_end_B - 1, 0)])
   else:
-    whole_BxT = _append(prompt_BxT, prompt_lengths_B, out.tokens_BxN, generated)
-    value_B = jax.nn.sigmoid(sampling.prefill(value_params, model, whole_BxT,
-                                              prompt_lengths_B + generated).value_logits_B)
+    steps_BxT = _append(prompt_BxT, prompt_lengths_B, out.tokens_BxN, steps_end_B)
+    value_B = jax.nn.sigmoid(sampling.prefill(value_params, model, steps_BxT,
+                                              prompt_lengths_B + steps_end_B).value_logits_B)
     processed_B, calls_B = 2 * processed_B, calls_B + 1
 
   tokens_BxT = _append(prompt_BxT, prompt_lengths_B, out.tokens_BxN, steps_end_B)
@@ -423,7 +425,7 @@ class SampleSet(NamedTuple):
   texts: list[list[str]]  # generations, up to `<eos>`
   answers: list[list[str]]  # their last `Answer:` line ('' when none or cut off)
   correct: np.ndarray  # [B, N] bool: the answer verifies
-  values: np.ndarray  # [B, N] final PRM value (sigmoid of the last value logit)
+  values: np.ndarray  # [B, N] PRM value of the steps (at the end of the last step line)
   compute: dict  # field -> [B, N] int work of each sample (COMPUTE_FIELDS)
   best_of_n: SearchOutput  # [B] the sample with the highest value, work summed over N
 
