@@ -69,7 +69,7 @@ def count_solutions(numbers: tuple[int, ...]) -> int:
     for i in range(len(items)):
       for j in range(i + 1, len(items)):
         rest = items[:i] + items[i + 1:j] + items[j + 1:]
-        moves = countdown._moves(items[i], items[j])  # pylint: disable=protected-access
+        moves = countdown.canonical_moves(items[i], items[j])
         for (x, ex), op, (y, ey) in moves:
           search(rest + ((countdown.apply_op(x, op, y), f"({ex} {op} {ey})"),))
 

@@ -26,7 +26,7 @@ def children(state: Sequence[Fraction]) -> list[tuple[str, tuple[Fraction, ...]]
   for i in range(len(state)):
     for j in range(i + 1, len(state)):
       rest = state[:i] + state[i + 1:j] + state[j + 1:]
-      for (x, _), op, (y, _) in countdown._moves((state[i], None), (state[j], None)):  # pylint: disable=protected-access
+      for (x, _), op, (y, _) in countdown.canonical_moves((state[i], None), (state[j], None)):
         child = tuple(sorted(rest + (countdown.apply_op(x, op, y),)))
         out.append((countdown.format_step(x, op, y, child), child))
   return list(dict.fromkeys(out))  # equal steps from equal numbers appear once

@@ -351,7 +351,8 @@ def _solution_rows(params, prompt_BxT, prompt_lengths_B, out: sampling.Samples, 
   answered when such a line was generated and the row stopped. The score is the
   PRM value (learned) of the steps, read where the PRM is trained to read it: at the
   end of the last step line; with a separate value network (`step_mdp.PolicyValue`)
-  by one more prefill of the prompt and steps, counted as a whole-sequence prefill. A node is a generated line before the answer. There is no
+  by one more prefill of the prompt and steps, counted as a whole-sequence prefill.
+  A node is a generated line before the answer. There is no
   search at the root: `root_weights` [B, 1] and `root_value` are zeros.
   """
   bsz, n = out.tokens_BxN.shape

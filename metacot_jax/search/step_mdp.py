@@ -121,10 +121,12 @@ def root_nodes(problems: Sequence[Countdown], tokenizer: Tokenizer, model: Model
   states = [step_parser.state_from_numbers(p.numbers, n) for p in problems]
   zeros_b = np.zeros(b, np.int32)
   return Node(
-      tokens=pad_batch(prompts, model.max_len), length=np.array([len(p) for p in prompts], np.int32),
+      tokens=pad_batch(prompts, model.max_len),
+      length=np.array([len(p) for p in prompts], np.int32),
       state=np.stack([st for st, _ in states]), count=np.array([c for _, c in states], np.int32),
       target=np.array([p.target for p in problems], np.int32), depth=zeros_b,
-      terminal=np.zeros(b, bool), answered=np.zeros(b, bool), score=np.zeros(b, np.float32), value=np.zeros(b, np.float32),
+      terminal=np.zeros(b, bool), answered=np.zeros(b, bool), score=np.zeros(b, np.float32),
+      value=np.zeros(b, np.float32),
       cand_tokens=np.zeros((b, k, s), np.int32), cand_lengths=np.zeros((b, k), np.int32),
       cand_valid=np.zeros((b, k), bool), cand_state=np.zeros((b, k, n, 2), np.int32),
       cand_count=np.zeros((b, k), np.int32), nodes=zeros_b, tokens_generated=zeros_b,
@@ -217,7 +219,8 @@ def child(nodes: Node, action_B, cfg: SearchConfig) -> Node:
   zeros = jnp.zeros_like(nodes.nodes)
   return nodes.replace(
       tokens=tokens.astype(jnp.int32), length=length, state=state, count=count, depth=depth,
-      terminal=terminal, answered=answered, score=jnp.where(cfg.use_verifier & solved, 1.0, 0.0).astype(jnp.float32),
+      terminal=terminal, answered=answered,
+      score=(solved if cfg.use_verifier else jnp.zeros_like(solved)).astype(jnp.float32),
       value=jnp.zeros_like(nodes.value), cand_valid=jnp.zeros_like(nodes.cand_valid),
       nodes=zeros, tokens_generated=zeros, tokens_processed=zeros, lm_calls=zeros)
 

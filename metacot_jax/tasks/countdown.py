@@ -243,7 +243,7 @@ def _usage_error(used: Counter, given: Counter) -> str:
   return f"does not use {' '.join(map(str, missing))}; every number must be used once"
 
 
-def _moves(a, b, negative=False):
+def canonical_moves(a, b, negative=False):
   """Canonical ways to combine two (value, payload) items: larger operand first,
   no division by zero, and no negative results unless `negative` (needed only to
   reach a negative target). Equal values are ordered by payload, so that commuted
@@ -283,7 +283,7 @@ def solve(numbers: Sequence[int], target: int) -> list[Solution]:
     for i in range(len(items)):
       for j in range(i + 1, len(items)):
         rest = items[:i] + items[i + 1:j] + items[j + 1:]
-        for (x, ex), op, (y, ey) in _moves(items[i], items[j], negative):
+        for (x, ex), op, (y, ey) in canonical_moves(items[i], items[j], negative):
           new_items = rest + ((apply_op(x, op, y), f"({ex} {op} {ey})"),)
           step = format_step(x, op, y, [v for v, _ in new_items])
           search(new_items, steps + [step])
@@ -299,7 +299,7 @@ def _solvable(values: tuple[Fraction, ...], target: Fraction) -> bool:
   for i in range(len(values)):
     for j in range(i + 1, len(values)):
       rest = values[:i] + values[i + 1:j] + values[j + 1:]
-      for (x, _), op, (y, _) in _moves((values[i], None), (values[j], None), target < 0):
+      for (x, _), op, (y, _) in canonical_moves((values[i], None), (values[j], None), target < 0):
         if _solvable(tuple(sorted(rest + (apply_op(x, op, y),))), target):
           return True
   return False
