@@ -17,7 +17,6 @@ from typing import Sequence
 import numpy as np
 
 from metacot_jax.data.tokenizer import Tokenizer, encode_sft_batch
-from metacot_jax.metacot.symbolic import children
 from metacot_jax.tasks import countdown
 from metacot_jax.tasks.countdown import Countdown
 
@@ -56,7 +55,7 @@ def walk_examples(problems: Sequence[Countdown], walks_per_problem: int, seed: i
       state = tuple(sorted(problem.initial_state()))
       segments = [Segment(problem.prompt(), 0.0)]
       while len(state) > 1:
-        kids = children(state)
+        kids = countdown.successors(state)
         step, state = kids[rng.integers(len(kids))]
         segments.append(Segment(step + "\n", 0.0,
                                 float(countdown.is_solvable(state, problem.target))))

@@ -9,7 +9,6 @@ With two numbers left a searcher sees at once whether the target is reachable
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Sequence
 
 import numpy as np
 
@@ -18,18 +17,6 @@ from metacot_jax.tasks import countdown
 from metacot_jax.tasks.countdown import Countdown
 
 HEURISTICS = ("random", "closest", "value")
-
-
-def children(state: Sequence[Fraction]) -> list[tuple[str, tuple[Fraction, ...]]]:
-  """Every canonical step from `state` (as in the solver) and the state it leads to."""
-  out = []
-  for i in range(len(state)):
-    for j in range(i + 1, len(state)):
-      rest = state[:i] + state[i + 1:j] + state[j + 1:]
-      for (x, _), op, (y, _) in countdown.canonical_moves((state[i], None), (state[j], None)):
-        child = tuple(sorted(rest + (countdown.apply_op(x, op, y),)))
-        out.append((countdown.format_step(x, op, y, child), child))
-  return list(dict.fromkeys(out))  # equal steps from equal numbers appear once
 
 
 def _order(kids, target, heuristic: str, rng: np.random.Generator, noise_scale: float = 0.5):
@@ -60,7 +47,7 @@ def dfs(problem: Countdown, rng: np.random.Generator, *, heuristic: str = "value
   def visit(state, path) -> list[int] | None:
     if len(expansions) >= max_expansions:
       return None
-    kids = children(state)
+    kids = countdown.successors(state)
     if len(state) == 2:
       wins = [(s, c) for s, c in kids if c == (Fraction(target),)]
       if not wins:
@@ -90,7 +77,7 @@ def bfs(problem: Countdown, rng: np.random.Generator, *, beam: int = 2, branch: 
   while level:
     next_level = []
     for state, path in level:
-      kids = children(state)
+      kids = countdown.successors(state)
       if len(state) == 2:
         wins = [(s, c) for s, c in kids if c == (Fraction(target),)]
         if wins:

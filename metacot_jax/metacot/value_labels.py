@@ -17,10 +17,10 @@ import jax
 import numpy as np
 
 from metacot_jax.data.tokenizer import Tokenizer, pad_batch
-from metacot_jax.metacot.symbolic import children
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search.greedy import final_answer
+from metacot_jax.tasks import countdown
 from metacot_jax.tasks.countdown import Countdown
 
 
@@ -29,7 +29,7 @@ def random_policy_value(state: tuple[Fraction, ...], target: int) -> float:
   """Exact success probability of uniformly random legal steps from `state`."""
   if len(state) == 1:
     return float(state[0] == target)
-  kids = children(state)
+  kids = countdown.successors(state)
   return float(np.mean([random_policy_value(c, target) for _, c in kids]))
 
 
@@ -40,7 +40,7 @@ def random_rollout_mc(state: Sequence[Fraction], target: int, m: int,
   for _ in range(m):
     s = tuple(sorted(state))
     while len(s) > 1:
-      kids = children(s)
+      kids = countdown.successors(s)
       s = kids[rng.integers(len(kids))][1]
     wins += s[0] == target
   return wins / m
@@ -106,7 +106,7 @@ def random_prefixes(problems: Sequence[Countdown], depth_range: tuple[int, int],
   for p in problems:
     state, lines = tuple(sorted(p.initial_state())), []
     for _ in range(rng.integers(depth_range[0], depth_range[1] + 1)):
-      kids = children(state)
+      kids = countdown.successors(state)
       step, state = kids[rng.integers(len(kids))]
       lines.append(step + "\n")
     texts.append("".join(lines))

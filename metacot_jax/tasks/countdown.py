@@ -263,6 +263,18 @@ def canonical_moves(a, b, negative=False):
     yield y, "/", x
 
 
+def successors(state: Sequence[Fraction]) -> list[tuple[str, tuple[Fraction, ...]]]:
+  """Every canonical step from `state` (as in the solver) and the state it leads to."""
+  out = []
+  for i in range(len(state)):
+    for j in range(i + 1, len(state)):
+      rest = state[:i] + state[i + 1:j] + state[j + 1:]
+      for (x, _), op, (y, _) in canonical_moves((state[i], None), (state[j], None)):
+        child = tuple(sorted(rest + (apply_op(x, op, y),)))
+        out.append((format_step(x, op, y, child), child))
+  return list(dict.fromkeys(out))  # equal steps from equal numbers appear once
+
+
 def solve(numbers: Sequence[int], target: int) -> list[Solution]:
   """All distinct solutions, by exhaustive search (empty when unsolvable).
 
