@@ -101,3 +101,18 @@ def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
 def test_sweep_rejects_malformed_grid(tmp_path):
   with pytest.raises(SystemExit, match="FIELD=V1,V2"):
     sweep.main(["--workdir", str(tmp_path), "--grid", "search.num_candidates"])
+
+
+@pytest.mark.slow
+def test_quick_preset_end_to_end(tmp_path):
+  """The full quick preset (CI runs the TINY form above instead): every phase and artefact."""
+  done = run_job(tmp_path, "--preset=quick", timeout=1200)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  for key in ("greedy/cot/test", "greedy/metacot/hard", "prm", "sampling", "star/1",
+              "mcts/verifier/tree/2", "mcts/learned/play/4", "bfs/2", "dfs/3", "star/pairs/1/0"):
+    assert key in results, key
+  for name in ("report.md", "success_vs_compute.png", "pass_maj_best_of_k.png",
+               "metacot_rounds_and_length.png"):
+    assert (tmp_path / name).stat().st_size > 0, name
+  assert "## Targets" in (tmp_path / "report.md").read_text()
