@@ -108,3 +108,13 @@ def encode_sft_batch(tokenizer: Tokenizer, prompts: Sequence[str], completions: 
       "loss_mask": pad_batch(masks, length).astype(np.float32),
       "prompt_lengths": np.asarray(prompt_lengths, np.int32),
   }
+
+
+def fixed_size_chunks(items: Sequence, size: int):
+  """Yields (start, chunk, real): consecutive chunks of `size` items, the last padded with
+  repeats of its final item, so that a jitted call sees one shape (one compile);
+  `real` items of each chunk are genuine."""
+  for start in range(0, len(items), size):
+    chunk = list(items[start:start + size])
+    real = len(chunk)
+    yield start, chunk + [chunk[-1]] * (size - real), real

@@ -15,7 +15,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks
 from metacot_jax.metacot import trace
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search import mcts, step_mdp
@@ -63,10 +63,7 @@ def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Se
   """MCTS on every problem; (problem index, trace) for the verified trees, linearized."""
   fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
   out = []
-  for start in range(0, len(problems), batch_size):
-    chunk = list(problems[start:start + batch_size])
-    real = len(chunk)
-    chunk += [chunk[-1]] * (batch_size - real)
+  for start, chunk, real in fixed_size_chunks(problems, batch_size):
     roots = step_mdp.root_nodes(chunk, tokenizer, model, search)
     _, policy_output = mcts.tree_search(
         params, jax.random.fold_in(jax.random.PRNGKey(seed), start), roots, model=model,

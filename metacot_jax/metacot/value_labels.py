@@ -16,7 +16,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from metacot_jax.data.tokenizer import Tokenizer, pad_batch
+from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search.greedy import final_answer
@@ -59,10 +59,7 @@ def lm_mc_values(params, model: ModelConfig, tokenizer: Tokenizer, problems: Seq
   cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
   sampling.check_fits(model, width, cfg)
   wins = np.zeros(len(prefixes))
-  for start in range(0, len(rows), batch_size):
-    chunk = rows[start:start + batch_size]
-    real = len(chunk)
-    chunk = chunk + [chunk[-1]] * (batch_size - real)
+  for start, chunk, real in fixed_size_chunks(rows, batch_size):
     out = sampling.sample(params, jax.random.fold_in(rng, start), pad_batch(chunk, width),
                           np.asarray([len(r) for r in chunk], np.int32), config=model,
                           sampling=cfg)

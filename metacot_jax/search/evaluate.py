@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
-from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search import mcts, results, step_mdp
 from metacot_jax.search.results import SearchOutput
@@ -25,10 +25,7 @@ def batched(method: Callable[[jax.Array, step_mdp.Node], SearchOutput],
             search: SearchConfig, *, batch_size: int, seed: int) -> dict:
   """`method(rng, roots) -> SearchOutput` over all problems; returns `results.summarize`."""
   outputs, prompt_lengths = [], []
-  for start in range(0, len(problems), batch_size):
-    chunk = list(problems[start:start + batch_size])
-    real = len(chunk)
-    chunk += [chunk[-1]] * (batch_size - real)
+  for start, chunk, real in fixed_size_chunks(problems, batch_size):
     roots = step_mdp.root_nodes(chunk, tokenizer, model, search)
     out = jax.device_get(method(jax.random.fold_in(jax.random.PRNGKey(seed), start), roots))
     outputs.append(jax.tree.map(lambda x: x[:real], out))

@@ -7,7 +7,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from metacot_jax.data.tokenizer import Tokenizer, pad_batch
+from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.tasks.countdown import Countdown
@@ -29,14 +29,12 @@ def generate(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequen
   sampling.check_fits(config, width, cfg)
   rng = jax.random.PRNGKey(0) if rng is None else rng
   texts = []
-  for start in range(0, len(prompts), batch_size):
-    chunk = prompts[start:start + batch_size]
-    chunk = chunk + [chunk[-1]] * (batch_size - len(chunk))  # fixed shape: pad with repeats
+  for start, chunk, real in fixed_size_chunks(prompts, batch_size):
     out = sampling.sample(params, jax.random.fold_in(rng, start), pad_batch(chunk, width),
                           np.asarray([len(p) for p in chunk], np.int32), config=config,
                           sampling=cfg)
     tokens = np.asarray(out.tokens_BxN)
-    texts += [tokenizer.decode(row) for row in tokens[:min(batch_size, len(prompts) - start)]]
+    texts += [tokenizer.decode(row) for row in tokens[:real]]
   return texts
 
 
