@@ -51,14 +51,17 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.data.hard_puzzles = 362  # first N of the hard split (ranks 1001..1362)
   c.data.max_solutions = 8  # CoT: distinct solutions per training puzzle
   c.data.walks_per_problem = 4  # PRM: random legal walks per puzzle, labelled by the solver
+  c.data.walk_arithmetic_loss = 1.0  # policy loss on each walk step's result and state (0: none)
+  c.data.unsolvable_walks = 4  # arithmetic-only walks per unsolvable multiset (0: none)
   c.data.traces_per_problem = 4  # Meta-CoT: symbolic search traces per puzzle
   c.data.loss_variant = "all"  # Meta-CoT loss: 'all' | 'z_only' | 'mask_off_path'
 
-  # Both models have the same trunk; the Meta-CoT one reads longer texts.
-  c.model = _model(128, 128, 4, 4, 512)
+  # One architecture: the Meta-CoT model starts from the CoT model's weights.
+  c.model = _model(192, 128, 4, 4, 512)
   c.metacot_model = _model(192, 128, 4, 4, 512)
-  c.sft = _train(1000, 32, 2e-3, 100, 250, 96)
-  c.metacot_sft = _train(600, 32, 2e-3, 60, 200, 192)
+  c.sft = _train(900, 32, 2e-3, 100, 300, 96)
+  c.metacot_sft = _train(500, 32, 2e-3, 50, 250, 192)
+  c.metacot_sft.init_from_cot = True
   c.value_weight = 1.0
 
   c.search = ml_collections.ConfigDict()
@@ -69,22 +72,47 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.simulations = (4, 8)  # MCTS budgets evaluated
   c.search.policy = "gumbel"
   c.search.batch_size = 50
+  c.search.hard_puzzles = 0  # the search grid also runs on the first N hard puzzles (0: none)
 
   c.prm = ml_collections.ConfigDict()
   c.prm.mc_samples = 8  # completions per prefix for Monte Carlo value labels
 
   c.baselines = ml_collections.ConfigDict()
   c.baselines.beam_widths = (1, 4)  # BFS (PRM) and beam (log-prob) widths
-  c.baselines.expansions = (4, 12)  # best-first and DFS budgets
+  c.baselines.expansions = (4, 8)  # best-first and DFS budgets
   c.baselines.samples = 16  # N of sample-N: pass@k, maj@k, best-of-k for k <= N
 
   c.star = ml_collections.ConfigDict()
   c.star.rounds = 2
   c.star.simulations = 8  # MCTS budget per training puzzle
-  c.star.train_puzzles = 150  # the first N training puzzles are searched each round
+  c.star.train_puzzles = 100  # the first N training puzzles are searched each round
+  c.star.pairs_puzzles = 50  # the (policy_i, value_j) table is measured on the first N test
   c.star.from_previous = True  # fine-tune the previous round's weights (else the round-0 model)
   c.star.keep_round0 = True  # mix the symbolic traces into every round
-  c.star.sft = _train(200, 32, 5e-4, 20, 100, 192)
+  c.star.sft = _train(150, 32, 5e-4, 15, 75, 192)
+  # AlphaZero steps after each round's SFT: policy toward mctx's action weights at the
+  # searched roots, value toward 'outcome' (verified answer found) or 'q' (root Q-value).
+  # Off by default (steps=0). On the 100 roots of a round it overfits fast: from a round's
+  # SFT model at 12% greedy test accuracy, 50 steps at lr 5e-4 gave 0%; 10 steps at 1e-4, 13%.
+  c.star.alphazero = _train(0, 32, 1e-4, 2, 50, 0)
+  c.star.value_target = "outcome"
+
+  # RL from the last Meta-STaR policy: E[gamma^|Z| r] - beta KL(pi || pi_ref), one run per gamma.
+  c.rl = ml_collections.ConfigDict()
+  c.rl.gammas = (1.0, 0.995, 0.99, 0.98)
+  c.rl.length_unit = "tokens"  # |Z| in 'tokens' or 'steps'
+  c.rl.beta = 0.02
+  c.rl.group_size = 8  # G samples per problem
+  c.rl.estimator = "loo"  # 'loo' | 'grpo'
+  c.rl.clip_eps = 0.2  # PPO clip (0 = plain REINFORCE)
+  c.rl.epochs = 1
+  c.rl.max_new_tokens = 150
+  c.rl.updates = 12
+  c.rl.problems_per_update = 8
+  c.rl.learning_rate = 2e-4
+  c.rl.train_puzzles = 300  # the first N training puzzles (ToT's ranking: the easiest)
+  c.rl.checkpoint_every = 10
+  c.rl.eval_samples = 4  # sampled generations per test puzzle in the RL evaluation
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 100
@@ -93,28 +121,41 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   if preset == "quick":
     c.data.train_puzzles, c.data.test_puzzles, c.data.hard_puzzles = 150, 50, 50
     c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 2, 1, 2
-    c.model = _model(96, 64, 2, 4, 256)
+    c.data.unsolvable_walks = 1
+    c.model = _model(192, 64, 2, 4, 256)
     c.metacot_model = _model(192, 64, 2, 4, 256)
     c.sft = _train(60, 16, 3e-3, 10, 30, 96)
     c.metacot_sft = _train(60, 16, 3e-3, 10, 30, 192)
+    c.metacot_sft.init_from_cot = True
     c.search.simulations = (2, 4)
     c.star.rounds, c.star.simulations = 1, 4
     c.prm.mc_samples = 2
     c.baselines.beam_widths, c.baselines.expansions, c.baselines.samples = (2,), (3,), 4
     c.star.sft = _train(20, 16, 1e-3, 2, 10, 192)
+    c.star.alphazero = _train(4, 8, 5e-4, 1, 2, 0)
+    c.rl.gammas, c.rl.updates, c.rl.problems_per_update = (1.0, 0.99), 2, 4
+    c.rl.group_size, c.rl.max_new_tokens, c.rl.eval_samples = 4, 100, 2
     c.search.batch_size = 50
+    c.search.hard_puzzles = 10
     c.eval.batch_size = 50
   elif preset == "full":
     c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 32, 16, 32
-    c.model = _model(256, 512, 8, 8, 2048)
+    c.model = _model(512, 512, 8, 8, 2048)
     c.metacot_model = _model(512, 512, 8, 8, 2048)
     c.star.train_puzzles = 900
+    c.star.pairs_puzzles = 100
     c.sft = _train(20_000, 256, 1e-3, 500, 1000, 96)
     c.metacot_sft = _train(20_000, 256, 1e-3, 500, 1000, 512)
+    c.metacot_sft.init_from_cot = True
     c.search.num_candidates = 8
     c.search.simulations = (4, 8, 16, 32, 64)
+    c.search.hard_puzzles = 362
     c.baselines.samples = 64
     c.search.batch_size = 100
     c.star.rounds, c.star.simulations = 3, 32
     c.star.sft = _train(4000, 256, 3e-4, 100, 500, 512)
+    c.star.alphazero = _train(500, 256, 3e-4, 20, 250, 0)
+    c.rl.updates, c.rl.problems_per_update, c.rl.group_size = 500, 64, 16
+    c.rl.max_new_tokens = 450
+    c.rl.train_puzzles = 900
   return c

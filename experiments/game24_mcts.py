@@ -5,7 +5,8 @@
 
 Pipeline: TFDS data -> CoT SFT of the policy-value LM (policy on solutions, PRM on
 solver-labelled walks) -> Meta-CoT SFT on symbolic search traces -> greedy
-in-context evaluation of both -> MCTS over a grid of budgets on the test split.
+in-context evaluation of both -> MCTS over a grid of budgets on the test split ->
+baselines -> Meta-STaR rounds -> RL with a discount gamma per run.
 Every phase stores its result in `results.json` and training phases checkpoint
 with orbax: the same command resumes a killed run. `report.md` sets the figures
 beside the anchors of Tree of Thoughts, TS-LLM and Stream of Search.
@@ -28,6 +29,7 @@ from metacot_jax.data import examples, load_game24
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import evaluate as metacot_eval
 from metacot_jax.metacot import from_search, round0, trace, value_labels
+from metacot_jax.metacot.reward import TraceReward
 from metacot_jax.models import ModelConfig, count_params
 from metacot_jax.runs import RunDir
 from metacot_jax.search import baselines
@@ -37,6 +39,9 @@ from metacot_jax.search.step_mdp import PolicyValue, SearchConfig
 from metacot_jax.search.step_parser import StepFormat
 from metacot_jax.tasks import game24
 from metacot_jax.train import OptimizerConfig, create_train_state, sft_step, train
+from metacot_jax.train.alphazero import alphazero_step
+from metacot_jax.train.rl import RLConfig
+from metacot_jax.train.rl_loop import train_rl
 
 
 def _preset_from_argv(argv: list[str]) -> str:
@@ -69,15 +74,30 @@ def load_problems(cfg, run: RunDir):
   return problems, amt, splits["test"][0]["ranking"].decode()
 
 
+def walk_data(cfg, train_p):
+  """Random legal walks: PRM labels on training puzzles, and (optionally) policy loss on
+  each step's arithmetic, also on the unsolvable multisets (no solution, no PRM label)."""
+  d = cfg.data
+  walks = examples.walk_examples(train_p, d.walks_per_problem, cfg.seed,
+                                 arithmetic_loss=d.walk_arithmetic_loss)
+  if d.walk_arithmetic_loss and d.unsolvable_walks:
+    extra = [game24.make(p) for p in game24.unsolvable_puzzles()]
+    walks += examples.walk_examples(extra, d.unsolvable_walks, cfg.seed + 1,
+                                    arithmetic_loss=d.walk_arithmetic_loss, value_labels=False)
+  return walks
+
+
 def model_config(tokenizer: Tokenizer, c) -> ModelConfig:
   return ModelConfig(vocab_size=tokenizer.vocab_size, max_len=c.max_len, d_model=c.d_model,
                      num_layers=c.num_layers, num_heads=c.num_heads, d_ff=c.d_ff)
 
 
-def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, init_params=None):
-  """Trains (or resumes, or restores when finished) one SFT phase; returns its state.
+def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, init_params=None,
+        step=None):
+  """Trains (or resumes, or restores when finished) one training phase; returns its state.
 
   `data_fn()` builds the training arrays; it is not called when the phase has finished.
+  `step` defaults to the SFT step (policy and PRM losses).
   """
   opt = OptimizerConfig(learning_rate=tc.learning_rate, warmup_steps=tc.warmup_steps,
                         total_steps=tc.steps)
@@ -88,13 +108,96 @@ def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, init_param
   if checkpoints.latest_step() == tc.steps:
     state = checkpoints.restore(state)[1]
   else:
-    step = functools.partial(sft_step, config=model, value_weight=cfg.value_weight)
+    step = step or functools.partial(sft_step, config=model, value_weight=cfg.value_weight)
     state, _ = train(state, data_fn(), step, num_steps=tc.steps, batch_size=tc.batch_size,
                      seed=cfg.seed, checkpoints=checkpoints,
                      checkpoint_every=tc.checkpoint_every, config_to_save=cfg.to_dict(),
                      log_fn=lambda s, m: run.log(name, s, m), desc=name)
   checkpoints.close()
   return state
+
+
+def evaluate_search(cfg, run: RunDir, prefix: str, problems, params, model: ModelConfig,
+                    tokenizer: Tokenizer):
+  """MCTS (verifier or learned value, tree or play, every budget) and every baseline on
+  `problems`, one results key per method and budget (under `prefix`)."""
+  for use_verifier in (True, False):
+    search = search_config(cfg, use_verifier)
+    for mode in ("tree", "play"):
+      for sims in cfg.search.simulations:
+        mc = MCTSConfig(num_simulations=sims, policy=cfg.search.policy, mode=mode,
+                        max_num_considered_actions=search.num_candidates)
+        key = f"{prefix}mcts/{'verifier' if use_verifier else 'learned'}/{mode}/{sims}"
+        method = search_eval.mcts_method(params, model, tokenizer, search, mc)
+        result = run.phase(key, lambda: search_eval.batched(
+            method, problems, tokenizer, model, search, batch_size=cfg.search.batch_size,
+            seed=cfg.seed))
+        print(f"{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes, "
+              f"{result['tokens_generated']:.0f} tokens")
+
+  search = search_config(cfg, use_verifier=True)
+  fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
+  kw = dict(model=model, fmt=fmt, newline_id=tokenizer.newline_id, search=search)
+  methods = {f"bfs/{b}": functools.partial(baselines.beam, beam_width=b, score="value", **kw)
+             for b in cfg.baselines.beam_widths}
+  methods |= {f"beam/{b}": functools.partial(baselines.beam, beam_width=b, score="logprob", **kw)
+              for b in cfg.baselines.beam_widths}
+  for order, name in (("value", "best_first"), ("dfs", "dfs")):
+    methods |= {f"{name}/{e}": functools.partial(baselines.best_first, max_expansions=e,
+                                                 order=order, **kw)
+                for e in cfg.baselines.expansions}
+  for key, fn in methods.items():
+    result = run.phase(prefix + key, lambda: search_eval.batched(
+        lambda rng, roots: fn(params, rng, roots), problems, tokenizer, model,
+        search, batch_size=cfg.search.batch_size, seed=cfg.seed))
+    print(f"{prefix}{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes")
+
+  def sampling_curves():
+    samples = baselines.sample_n(params, jax.random.PRNGKey(cfg.seed), problems, tokenizer,
+                                 model, cfg.baselines.samples, cfg.eval.max_new_tokens)
+    return baselines.sample_curves(samples, problems)
+  curves = run.phase(prefix + "sampling", sampling_curves)
+  for name, curve in curves.items():
+    print(f"{prefix}{name}: " + ", ".join(f"k={k} {a:.1%}"
+                                          for k, a in zip(curve["k"], curve["accuracy"])))
+
+
+def reinforce(cfg, run: RunDir, name: str, model: ModelConfig, reference, gamma: float,
+              prompts, reward_fn):
+  """Trains (or resumes, or restores when finished) one RL run from `reference`."""
+  c = cfg.rl
+  rl_cfg = RLConfig(gamma=gamma, length_unit=c.length_unit, beta=c.beta,
+                    group_size=c.group_size, estimator=c.estimator, clip_eps=c.clip_eps,
+                    epochs=c.epochs, max_new_tokens=c.max_new_tokens)
+  steps = c.updates * c.epochs
+  opt = OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=min(5, steps),
+                        total_steps=steps, end_lr_fraction=1.0)
+  state = create_train_state(None, model, opt, params=jax.tree.map(jnp.copy, reference))
+  checkpoints = run.checkpoints(name)
+  if checkpoints.latest_step() == steps:
+    state = checkpoints.restore(state)[1]
+  else:
+    state, _ = train_rl(state, reference, model, rl_cfg, prompts, reward_fn,
+                        num_updates=c.updates, problems_per_update=c.problems_per_update,
+                        seed=cfg.seed, checkpoints=checkpoints,
+                        checkpoint_every=c.checkpoint_every, config_to_save=cfg.to_dict(),
+                        log_fn=lambda u, m: run.log(name, u, m),
+                        stop_ids=(Tokenizer.eos_id,), desc=name)
+  checkpoints.close()
+  return state
+
+
+def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problems) -> dict:
+  """One greedy generation per test puzzle (accuracy, tokens) and sampled success rate."""
+  greedy = metacot_eval.in_context(params, model, tokenizer, problems,
+                                   batch_size=cfg.eval.batch_size)
+  sampled = metacot_eval.sampled(params, model, tokenizer, problems,
+                                 samples=cfg.rl.eval_samples,
+                                 max_new_tokens=cfg.rl.max_new_tokens,
+                                 rng=jax.random.PRNGKey(cfg.seed))
+  keep = ("accuracy", "mean_tokens", "mean_steps", "mean_backtracks", "illegal_step_rate",
+          "example")
+  return {k: greedy[k] for k in keep} | sampled
 
 
 def search_config(cfg, use_verifier: bool) -> SearchConfig:
@@ -124,15 +227,16 @@ def main(argv):
         f"(ranking: {ranking})")
 
   # 1. CoT SFT: policy on clean solutions, PRM on solver-labelled walks (one trunk).
+  walks = walk_data(cfg, train_p)
+
   def cot_data():
-    exs = (examples.cot_examples(train_p, cfg.data.max_solutions, cfg.seed)
-           + examples.walk_examples(train_p, cfg.data.walks_per_problem, cfg.seed))
+    exs = examples.cot_examples(train_p, cfg.data.max_solutions, cfg.seed) + walks
     return examples.encode(tokenizer, exs, cfg.sft.length)[0]
   cot_state = sft(cfg, run, "sft_cot", cot_model, cfg.sft, cot_data)
   run.save("models", {"cot_params": count_params(cot_state.params)})
 
-  # 2. Meta-CoT SFT on symbolic search traces (and the same PRM walks).
-  walks = examples.walk_examples(train_p, cfg.data.walks_per_problem, cfg.seed)
+  # 2. Meta-CoT SFT on symbolic search traces (and the same walks), from the CoT model's
+  # weights when the shapes agree (it can already compute) or from scratch.
 
   def metacot_data(traces, key):
     exs = [round0.trace_segments(p, lines, cfg.data.loss_variant) for p, lines in traces]
@@ -144,8 +248,13 @@ def main(argv):
     return arrays
 
   symbolic = lambda: round0.symbolic_traces(train_p, cfg.data.traces_per_problem, cfg.seed)
+  init = cot_state.params if cfg.metacot_sft.init_from_cot else None
+  if init is not None and metacot_model != cot_model:
+    raise ValueError("metacot_sft.init_from_cot needs config.metacot_model equal to "
+                     f"config.model, got {metacot_model} and {cot_model}; make them equal or "
+                     "set --config.metacot_sft.init_from_cot=False")
   metacot_state = sft(cfg, run, "sft_metacot", metacot_model, cfg.metacot_sft,
-                      lambda: metacot_data(symbolic(), "metacot_data"))
+                      lambda: metacot_data(symbolic(), "metacot_data"), init_params=init)
   run.save("models", {**run.results["models"],
                       "metacot_params": count_params(metacot_state.params)})
 
@@ -161,20 +270,13 @@ def main(argv):
   run.save("metacot_length_vs_amt", {"spearman": metacot_eval.rank_correlation(
       amt["hard"][:len(hard["tokens"])], hard["tokens"])})
 
-  # 4. MCTS with the CoT policy as prior and its PRM as value, over budgets.
-  for use_verifier in (True, False):
-    search = search_config(cfg, use_verifier)
-    for mode in ("tree", "play"):
-      for sims in cfg.search.simulations:
-        mc = MCTSConfig(num_simulations=sims, policy=cfg.search.policy, mode=mode,
-                        max_num_considered_actions=search.num_candidates)
-        key = f"mcts/{'verifier' if use_verifier else 'learned'}/{mode}/{sims}"
-        method = search_eval.mcts_method(cot_state.params, cot_model, tokenizer, search, mc)
-        result = run.phase(key, lambda: search_eval.batched(
-            method, test_p, tokenizer, cot_model, search, batch_size=cfg.search.batch_size,
-            seed=cfg.seed))
-        print(f"{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes, "
-              f"{result['tokens_generated']:.0f} tokens")
+  # 4. Search with the CoT policy as prior and its PRM as value: MCTS over budgets, then
+  # the baselines on the same LM, interface and accounting; on the test split, and on the
+  # first `search.hard_puzzles` of the hard split (keys prefixed `hard/`).
+  splits = [("", test_p)] + ([("hard/", hard_p[:cfg.search.hard_puzzles])]
+                             if cfg.search.hard_puzzles else [])
+  for prefix, ps in splits:
+    evaluate_search(cfg, run, prefix, ps, cot_state.params, cot_model, tokenizer)
 
   # 5. The PRM: calibration against outcome labels (solver) and Monte Carlo labels (LM).
   def prm_eval():
@@ -193,48 +295,28 @@ def main(argv):
   print(f"PRM: accuracy vs outcome {prm['outcome_accuracy']:.1%}, ECE vs outcome "
         f"{prm['vs_outcome']['ece']:.3f}, vs MC {prm['vs_mc']['ece']:.3f}")
 
-  # 6. Baselines on the same LM, interface and accounting (with the verifier in search).
-  search = search_config(cfg, use_verifier=True)
-  fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
-  kw = dict(model=cot_model, fmt=fmt, newline_id=tokenizer.newline_id, search=search)
-  methods = {f"bfs/{b}": functools.partial(baselines.beam, beam_width=b, score="value", **kw)
-             for b in cfg.baselines.beam_widths}
-  methods |= {f"beam/{b}": functools.partial(baselines.beam, beam_width=b, score="logprob", **kw)
-              for b in cfg.baselines.beam_widths}
-  for order, name in (("value", "best_first"), ("dfs", "dfs")):
-    methods |= {f"{name}/{e}": functools.partial(baselines.best_first, max_expansions=e,
-                                                 order=order, **kw)
-                for e in cfg.baselines.expansions}
-  for key, fn in methods.items():
-    result = run.phase(key, lambda: search_eval.batched(
-        lambda rng, roots: fn(cot_state.params, rng, roots), test_p, tokenizer, cot_model,
-        search, batch_size=cfg.search.batch_size, seed=cfg.seed))
-    print(f"{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes")
-
-  def sampling_curves():
-    samples = baselines.sample_n(cot_state.params, jax.random.PRNGKey(cfg.seed), test_p,
-                                 tokenizer, cot_model, cfg.baselines.samples,
-                                 cfg.eval.max_new_tokens)
-    return baselines.sample_curves(samples, test_p)
-  curves = run.phase("sampling", sampling_curves)
-  for name, curve in curves.items():
-    print(f"{name}: " + ", ".join(f"k={k} {a:.1%}" for k, a in zip(curve["k"], curve["accuracy"])))
-
   # 7. Meta-STaR: search with the current Meta-CoT policy on the train split, keep the
-  # verified runs, linearize them, fine-tune, repeat.
+  # verified runs, linearize them, fine-tune; then AlphaZero steps toward the search's
+  # weights at the roots (and the value toward the outcome); repeat.
   policies = [metacot_state.params]
   star_search = search_config(cfg, use_verifier=True)
   star_mcts = MCTSConfig(num_simulations=cfg.star.simulations, policy=cfg.search.policy,
                          max_num_considered_actions=star_search.num_candidates)
   solved_ever: set[int] = set()
   star_p = train_p[:cfg.star.train_puzzles]
+  # the policy target scores each candidate's choice of step (up to ' = '), not its arithmetic
+  alphazero = functools.partial(alphazero_step, config=metacot_model,
+                                value_weight=cfg.value_weight, choice_id=tokenizer.id_of(" = "))
   for r in range(1, cfg.star.rounds + 1):
     name = f"star_{r}"
+    targets_path = run.path / f"star_{r}_alphazero_targets.npz"
 
-    def round_data(r=r):
-      found = from_search.search_traces(
+    def round_data(r=r, targets_path=targets_path):
+      found, targets = from_search.search_traces(
           policies[-1], metacot_model, tokenizer, star_p, star_search, star_mcts,
-          batch_size=cfg.search.batch_size, seed=cfg.seed + r)
+          batch_size=cfg.search.batch_size, seed=cfg.seed + r,
+          value_target=cfg.star.value_target)
+      np.savez(targets_path, **targets)  # before the SFT starts: a resumed round finds it
       run.save(f"star/{r}/solved", [i for i, _ in found])
       traces = [(star_p[i], lines) for i, lines in found]
       if cfg.star.keep_round0:
@@ -243,6 +325,10 @@ def main(argv):
 
     init = policies[-1] if cfg.star.from_previous else metacot_state.params
     state = sft(cfg, run, name, metacot_model, cfg.star.sft, round_data, init_params=init)
+    if cfg.star.alphazero.steps:  # then the policy toward the search's choices at the roots
+      state = sft(cfg, run, f"{name}_alphazero", metacot_model, cfg.star.alphazero,
+                  lambda targets_path=targets_path: dict(np.load(targets_path)),
+                  init_params=state.params, step=alphazero)
     policies.append(state.params)
     solved = run.results[f"star/{r}/solved"]
     run.phase(f"star/{r}", lambda: {
@@ -260,8 +346,21 @@ def main(argv):
       pair = PolicyValue(policy, value) if i != j else policy
       method = search_eval.mcts_method(pair, metacot_model, tokenizer, star_search, star_mcts)
       run.phase(f"star/pairs/{i}/{j}", lambda: search_eval.batched(
-          method, test_p, tokenizer, metacot_model, star_search,
+          method, test_p[:cfg.star.pairs_puzzles], tokenizer, metacot_model, star_search,
           batch_size=cfg.search.batch_size, seed=cfg.seed)["accuracy"])
+
+  # 8. RL from the last Meta-STaR policy, one run per discount gamma: the length frontier.
+  rl_p = train_p[:cfg.rl.train_puzzles]
+  rl_prompts = [tokenizer.encode(p.prompt(), bos=True) for p in rl_p]
+  reference = policies[-1]
+  evaluate_rl = lambda params: rl_evaluation(cfg, tokenizer, metacot_model, params, test_p)
+  run.phase("rl/reference", lambda: evaluate_rl(reference))
+  for gamma in cfg.rl.gammas:
+    state = reinforce(cfg, run, f"rl_gamma_{gamma}", metacot_model, reference, gamma,
+                      rl_prompts, TraceReward(tokenizer, rl_p, cfg.rl.length_unit))
+    result = run.phase(f"rl/{gamma}", lambda: evaluate_rl(state.params))
+    print(f"RL gamma={gamma}: greedy {result['accuracy']:.1%} at {result['mean_tokens']:.0f} "
+          f"tokens; sampled {result['success_rate']:.1%} at {result['mean_trace_tokens']:.0f}")
 
   report.write(run)
   print(f"wrote {run.results_path} and {run.path / 'report.md'}")

@@ -19,10 +19,14 @@ ANCHORS = [
 SEARCH_PREFIXES = ("mcts/", "bfs/", "beam/", "best_first/", "dfs/")
 
 
-def _search_rows(results: dict):
-  """(method label, budget, result) for every step-level search evaluated."""
+def _search_rows(results: dict, split: str = ""):
+  """(method label, budget, result) for every step-level search evaluated on the test
+  split (`split=''`) or under a prefix such as 'hard/'."""
   rows = []
   for key, r in results.items():
+    if not key.startswith(split):
+      continue
+    key = key[len(split):]
     if key.startswith(SEARCH_PREFIXES) and isinstance(r, dict) and "accuracy" in r:
       *label, budget = key.split("/")
       rows.append(("/".join(label), int(budget), r))
@@ -86,9 +90,37 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
     out.append(("Meta-CoT length grows with human solve time (AMT), hard split",
                 f"Spearman rho {rho:.2f} (significance bar {bar:.2f})",
                 "met" if rho > bar else "not met"))
-  out.append(("RL with gamma < 1 shortens traces >= 30% at no loss of accuracy", "not run",
-              "not measured: RL post-training is not built yet"))
+  out.append(rl_target(r))
   return out
+
+
+def _rl_rows(r: dict) -> list[tuple[str, dict]]:
+  """(gamma or 'reference', evaluation) in order: the reference first, then gamma falling."""
+  gammas = sorted((k.split("/", 1)[1] for k in r if k.startswith("rl/") and k != "rl/reference"),
+                  key=float, reverse=True)
+  rows = [("reference", r["rl/reference"])] if "rl/reference" in r else []
+  return rows + [(g, r[f"rl/{g}"]) for g in gammas]
+
+
+def rl_target(r: dict) -> tuple[str, str, str]:
+  """Does some gamma < 1 cut the trace length >= 30% against gamma = 1 at no loss of accuracy?
+
+  Accuracy is one greedy generation on the test split; "no loss" allows one puzzle
+  in a hundred of noise; length is the greedy generation's tokens.
+  """
+  name = "RL with gamma < 1 shortens traces >= 30% at no loss of accuracy (test, greedy)"
+  rows = dict(_rl_rows(r))
+  base = rows.get("1.0")
+  shorter = [(g, m) for g, m in rows.items() if g not in ("reference", "1.0")]
+  if base is None or not shorter:
+    return name, "not run", "not measured (needs gamma = 1 and some gamma < 1)"
+  cuts = {g: 1 - m["mean_tokens"] / base["mean_tokens"] for g, m in shorter}
+  ok = [g for g, m in shorter if cuts[g] >= 0.3 and m["accuracy"] >= base["accuracy"] - 0.01]
+  measured = f"gamma=1: {base['accuracy']:.1%} at {base['mean_tokens']:.0f} tokens; " + "; ".join(
+      f"gamma={g}: {m['accuracy']:.1%}, length {-cuts[g]:+.0%}" for g, m in shorter)
+  if base["accuracy"] == 0:
+    return name, measured, "not met (gamma = 1 solves nothing, so nothing can be kept)"
+  return name, measured, f"met by gamma={ok[0]}" if ok else "not met"
 
 
 def write(run: RunDir):
@@ -116,16 +148,25 @@ def write(run: RunDir):
     lines += ["", f"Meta-CoT length against human solve time (AMT) on the hard split: Spearman "
               f"rho = {r['metacot_length_vs_amt']['spearman']:.2f}."]
 
-  lines += ["", "## Step-level search on the test split (CoT policy as prior, its PRM as value)",
-            "", "Units, per puzzle: nodes = candidate steps generated (ToT's unit); tokens "
-            "generated; tokens processed (prefixes read + generated); LM calls = forward passes. "
-            "Budget = simulations (MCTS), beam width (BFS, beam) or expansions (best-first, DFS).",
-            "", "| method | budget | accuracy | nodes | tokens generated | tokens processed | "
-            "LM calls |", "| --- | --- | --- | --- | --- | --- | --- |"]
-  for label, budget, m in _search_rows(r):
-    lines.append(f"| {label} | {budget} | {m['accuracy']:.1%} | {m['nodes']:.1f} | "
-                 f"{m['tokens_generated']:.0f} | {m['tokens_processed']:.0f} | "
-                 f"{m['lm_calls']:.0f} |")
+  for split, title in (("", "the test split"), ("hard/", "the hard split (ranks 1001-)")):
+    rows = _search_rows(r, split)
+    if not rows:
+      continue
+    lines += ["", f"## Step-level search on {title} (CoT policy as prior, its PRM as value)",
+              "", "Units, per puzzle: nodes = candidate steps generated (ToT's unit); tokens "
+              "generated; tokens processed (prefixes read + generated); LM calls = forward passes. "
+              "Budget = simulations (MCTS), beam width (BFS, beam) or expansions (best-first, DFS).",
+              "", "| method | budget | accuracy | nodes | tokens generated | tokens processed | "
+              "LM calls |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for label, budget, m in rows:
+      lines.append(f"| {label} | {budget} | {m['accuracy']:.1%} | {m['nodes']:.1f} | "
+                   f"{m['tokens_generated']:.0f} | {m['tokens_processed']:.0f} | "
+                   f"{m['lm_calls']:.0f} |")
+    if split and f"{split}sampling" in r:
+      s_ = r[f"{split}sampling"]
+      lines += ["", "Sampling whole solutions on this split: " + ", ".join(
+          f"pass@{k} {a:.1%}" for k, a in zip(s_["pass@k"]["k"], s_["pass@k"]["accuracy"]))
+                + "."]
 
   if "prm" in r:
     p = r["prm"]
@@ -162,12 +203,30 @@ def write(run: RunDir):
                    f"{s['newly_solved']} | {d.get('traces', '-')} | "
                    f"{d.get('mean_trace_tokens', 0):.0f} |")
     n = len(rounds) + 1
-    lines += ["", "MCTS test accuracy with policy_i (rows) and value_j (columns), as TS-LLM's "
+    lines += ["", f"MCTS accuracy on the first {r['config']['star'].get('pairs_puzzles', 100)} "
+              "test puzzles with policy_i (rows) and value_j (columns), as TS-LLM's "
               "Table 1:", "", "| policy \\ value | " + " | ".join(str(j) for j in range(n)) + " |",
               "| --- | " + " | ".join("---" for _ in range(n)) + " |"]
     for i in range(n):
       lines.append(f"| {i} | " + " | ".join(_fmt(r.get(f"star/pairs/{i}/{j}"), True)
                                             for j in range(n)) + " |")
+
+  rl_rows = _rl_rows(r)
+  if rl_rows:
+    c = r["config"]["rl"]
+    lines += ["", "## RL post-training from the last Meta-STaR policy, per discount gamma", "",
+              f"Objective E[gamma^|Z| r] - beta KL(pi || pi_ref), |Z| in {c['length_unit']}, "
+              f"beta {c['beta']}, {c['estimator']} advantages over G = {c['group_size']}, clip "
+              f"{c['clip_eps']}, {c['updates']} updates of {c['problems_per_update']} train "
+              f"puzzles. Test split: one greedy generation, and {c['eval_samples']} samples per "
+              "puzzle at temperature 1.", "",
+              "| policy | greedy accuracy | greedy tokens | illegal-step rate | sampled success | "
+              "sampled pass@k | trace tokens (sampled) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for g, m in rl_rows:
+      label = g if g == "reference" else f"gamma = {g}"
+      lines.append(f"| {label} | {m['accuracy']:.1%} | {m['mean_tokens']:.0f} | "
+                   f"{m['illegal_step_rate']:.0%} | {m['success_rate']:.1%} | "
+                   f"{m['pass_at_k']:.1%} | {m['mean_trace_tokens']:.0f} |")
 
   lines += ["", "## Anchors (MISSION.md)", "", "| system | setting | result |",
             "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in ANCHORS]
@@ -175,6 +234,29 @@ def write(run: RunDir):
   _plot_search(run)
   _plot_sampling(run)
   _plot_star(run)
+  _plot_rl(run)
+
+
+def _plot_rl(run: RunDir):
+  """The paper's frontier: accuracy against trace length, one point per gamma."""
+  rows = _rl_rows(run.results)
+  if not rows:
+    return
+  fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+  views = (("mean_tokens", "accuracy", "one greedy generation"),
+           ("mean_trace_tokens", "success_rate", "sampled (T = 1)"))
+  for ax, (x, y, title) in zip(axes, views):
+    for g, m in rows:
+      ax.scatter(m[x], m[y], marker="*" if g == "reference" else "o", s=60)
+      ax.annotate(g if g == "reference" else f"gamma={g}", (m[x], m[y]), fontsize=7,
+                  xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("trace tokens per puzzle")
+    ax.set_ylabel("test success rate")
+    ax.set_title(title)
+  fig.suptitle("RL frontier: accuracy against Meta-CoT length per discount gamma")
+  fig.tight_layout()
+  fig.savefig(run.path / "rl_frontier.png", dpi=120)
+  plt.close(fig)
 
 
 def _plot_search(run: RunDir):

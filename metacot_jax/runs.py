@@ -38,9 +38,15 @@ class RunDir:
     tmp.replace(self.results_path)
 
   def phase(self, key: str, fn: Callable[[], Any]) -> Any:
-    """`fn()` once: its result is stored under `key` and reused on restart."""
+    """`fn()` once: its result is stored under `key` and reused on restart.
+
+    Its wall time goes to `results['seconds'][key]` (for sizing presets).
+    """
     if key not in self.results:
-      self.save(key, fn())
+      start = time.time()
+      value = fn()
+      self.results.setdefault("seconds", {})[key] = round(time.time() - start, 2)
+      self.save(key, value)
     return self.results[key]
 
   def checkpoints(self, name: str) -> Checkpoints:

@@ -20,7 +20,8 @@ TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_
         "--config.sft.checkpoint_every=4", "--config.metacot_sft.checkpoint_every=4",
         "--config.search.simulations=(2,)", "--config.search.batch_size=10",
         "--config.eval.batch_size=10", "--config.baselines.samples=2",
-        "--config.star.simulations=2"]
+        "--config.star.simulations=2", "--config.rl.updates=3", "--config.rl.checkpoint_every=1",
+        "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60"]
 
 
 def run_job(workdir, *extra, timeout=900):
@@ -46,7 +47,7 @@ def test_ill_typed_override_fails_before_work(tmp_path):
 
 def _stable(results):
   """results.json without fields that legitimately differ between runs."""
-  return {k: v for k, v in results.items() if k != "config"}
+  return {k: v for k, v in results.items() if k not in ("config", "seconds")}
 
 
 def test_killed_run_resumes_to_the_same_results(tmp_path):
@@ -56,23 +57,33 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
   assert (tmp_path / "whole" / "report.md").exists()
   assert (tmp_path / "whole" / "success_vs_compute.png").exists()
 
-  # kill -9 once the first checkpoint exists, then run the same command again
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # kill -9 once the first SFT checkpoint exists, again inside the first RL run, then
+  # run the same command to the end
   workdir = tmp_path / "killed"
+  for pattern in ("sft_cot/*", "rl_gamma_1.0/*"):
+    _kill_when(workdir, pattern)
+  assert list((workdir / "checkpoints").glob("rl_gamma_1.0/*"))
+  again = run_job(workdir, *TINY)
+  assert again.returncode == 0, again.stderr[-3000:]
+  resumed = json.loads((workdir / "results.json").read_text())
+  assert _stable(resumed) == _stable(expected)
+  assert {"rl/reference", "rl/1.0", "rl/0.99"} <= set(resumed)
+  assert (workdir / "rl_frontier.png").stat().st_size > 0
+
+
+def _kill_when(workdir, pattern, timeout=600):
+  """Starts the TINY job and kills it (SIGKILL) once `checkpoints/<pattern>` exists."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
   proc = subprocess.Popen([sys.executable, "-m", "experiments.game24_mcts",
                            f"--workdir={workdir}", *TINY], cwd=REPO, env=env,
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  while not list((workdir / "checkpoints").glob("sft_cot/*")) and time.time() < deadline:
+  deadline = time.time() + timeout
+  while not list((workdir / "checkpoints").glob(pattern)) and time.time() < deadline:
     if proc.poll() is not None:
       break
     time.sleep(0.2)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  again = run_job(workdir, *TINY)
-  assert again.returncode == 0, again.stderr[-3000:]
-  resumed = json.loads((workdir / "results.json").read_text())
-  assert _stable(resumed) == _stable(expected)
 
 
 def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
@@ -110,9 +121,10 @@ def test_quick_preset_end_to_end(tmp_path):
   assert done.returncode == 0, done.stderr[-3000:]
   results = json.loads((tmp_path / "results.json").read_text())
   for key in ("greedy/cot/test", "greedy/metacot/hard", "prm", "sampling", "star/1",
-              "mcts/verifier/tree/2", "mcts/learned/play/4", "bfs/2", "dfs/3", "star/pairs/1/0"):
+              "mcts/verifier/tree/2", "mcts/learned/play/4", "bfs/2", "dfs/3", "star/pairs/1/0",
+              "rl/reference", "rl/1.0", "rl/0.99"):
     assert key in results, key
   for name in ("report.md", "success_vs_compute.png", "pass_maj_best_of_k.png",
-               "metacot_rounds_and_length.png"):
+               "metacot_rounds_and_length.png", "rl_frontier.png"):
     assert (tmp_path / name).stat().st_size > 0, name
   assert "## Targets" in (tmp_path / "report.md").read_text()

@@ -28,7 +28,8 @@ from metacot_jax.search.step_mdp import SearchConfig
 from metacot_jax.tasks import countdown, game24
 from metacot_jax.tasks.countdown import Countdown
 from metacot_jax.train import OptimizerConfig, create_train_state, sft_step, train
-from metacot_jax.train.alphazero import alphazero_loss, alphazero_step, candidate_logprobs
+from metacot_jax.train.alphazero import (alphazero_loss, alphazero_step, candidate_logprobs,
+                                         search_targets)
 
 TOK = Tokenizer()
 
@@ -268,6 +269,31 @@ def test_walk_labels_are_solvability_after_each_step():
   assert examples.walk_examples(WALK_PROBLEMS, 4, seed=3) == walks  # seeded
 
 
+def test_arithmetic_walks_put_loss_on_results_only():
+  plain = examples.walk_examples(WALK_PROBLEMS, 2, seed=5)
+  split = examples.walk_examples(WALK_PROBLEMS, 2, seed=5, arithmetic_loss=0.5)
+  for a, b in zip(plain, split):
+    assert "".join(s.text for s in a) == "".join(s.text for s in b)  # the same walk
+    assert b[-1] == Segment("", 0.0)  # no loss on <eos>: walks never choose to stop
+    for step, (lhs, rhs) in zip(a[1:], zip(b[1:-1:2], b[2:-1:2])):
+      assert lhs.text.endswith(" = ") and lhs.loss == 0.0 and lhs.value is None
+      assert rhs.text == step.text[len(lhs.text):] and rhs.loss == 0.5
+      assert rhs.value == step.value  # the PRM label stays at the end of the line
+  arrays, _ = examples.encode(TOK, split, 96)
+  row, mask = arrays["tokens"][0], arrays["loss_mask"][0]
+  scored = TOK.decode(row[mask > 0], stop_at_eos=False)
+  assert "=" not in scored and "(left:" in scored  # results and states, never the choice
+  unlabelled = examples.walk_examples(WALK_PROBLEMS, 1, seed=5, arithmetic_loss=1.0,
+                                      value_labels=False)
+  assert all(s.value is None for walk in unlabelled for s in walk)
+
+
+def test_unsolvable_puzzles_complete_the_multisets():
+  unsolvable = game24.unsolvable_puzzles()
+  assert len(unsolvable) == 1820 - 1362
+  assert not any(game24.is_solvable(p) for p in unsolvable[:50])
+
+
 def test_encode_value_positions_point_at_newlines():
   walks = examples.walk_examples(WALK_PROBLEMS, 2, seed=0)
   cots = examples.cot_examples(WALK_PROBLEMS[:3], 1)
@@ -356,6 +382,19 @@ def _searched():
 @pytest.fixture(scope="module")
 def searched():
   return _searched()
+
+
+def test_search_targets_are_the_search_weights_and_values(searched):
+  _, _, roots, out, batch = searched
+  solved = np.array([True, False, True, False])
+  by_outcome = search_targets(roots, out, solved, "outcome")
+  by_q = search_targets(roots, out, solved, "q")
+  for key in ("prefix", "prefix_len", "candidates", "cand_len", "cand_valid", "weights"):
+    np.testing.assert_array_equal(by_outcome[key], batch[key])
+  np.testing.assert_array_equal(by_outcome["outcome"], [1.0, 0.0, 1.0, 0.0])
+  np.testing.assert_allclose(by_q["outcome"], batch["outcome"])  # the root's Q-value
+  with pytest.raises(ValueError, match="value_target"):
+    search_targets(roots, out, solved, "reward")
 
 
 def test_search_batch_is_usable(searched):
@@ -453,6 +492,24 @@ class AlphaZeroTest(chex.TestCase):
       np.testing.assert_allclose(prior[b, v], logp_mean[b, v] - logp_mean[b, v].max(),
                                  atol=2e-4)
     assert np.all(np.asarray(logp_sum)[valid] < 0)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_choice_only_logprobs_score_the_step_up_to_its_equals_sign(self):
+    _, params, _, _, batch = _searched()
+    eq = TOK.id_of(" = ")
+    fn = self.variant(lambda *a: candidate_logprobs(params, MODEL, *a, mean=False, choice_id=eq))
+    choice = fn(batch["prefix"], batch["prefix_len"], batch["candidates"], batch["cand_len"])
+    chex.assert_shape(choice, batch["cand_len"].shape)
+    # by hand: the same candidates cut after their first ' = ' (all of it if there is none)
+    cut = batch["cand_len"].copy()
+    for b, k in np.ndindex(cut.shape):
+      hits = np.flatnonzero(batch["candidates"][b, k, :cut[b, k]] == eq)
+      cut[b, k] = hits[0] + 1 if len(hits) else cut[b, k]
+    pairs = [tuple(x) for x in np.argwhere(batch["cand_valid"])[:3]]
+    assert all(cut[p] < batch["cand_len"][p] for p in pairs)  # valid steps have an ' = '
+    hand = _hand_candidate_logprobs(params, {**batch, "cand_len": cut}, pairs)
+    b, k = np.array(pairs).T
+    np.testing.assert_allclose(np.asarray(choice)[b, k], hand, rtol=1e-4, atol=1e-4)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_alphazero_loss_by_hand(self):
@@ -631,12 +688,17 @@ def test_tree_expansions_none_without_the_target():
 
 
 def test_search_traces_from_the_memorizing_model(searched):
-  problems, params, _, out, _ = searched
-  traces = from_search.search_traces(params, MODEL, TOK, problems, SEARCH, MCTS,
-                                     batch_size=len(problems), seed=SEARCH_SEED)
+  problems, params, roots, out, _ = searched
+  traces, targets = from_search.search_traces(params, MODEL, TOK, problems, SEARCH, MCTS,
+                                              batch_size=len(problems), seed=SEARCH_SEED)
   tree = out.search_tree
   solved = [b for b in range(len(problems)) if (tree.embeddings.score[b] == 1.0).any()]
   assert [i for i, _ in traces] == solved and len(solved) >= 2
+  # the AlphaZero targets are the same search's: its weights over the roots' candidates, and
+  # its outcome (a verified answer in the tree)
+  np.testing.assert_array_equal(targets["weights"], out.action_weights)
+  np.testing.assert_array_equal(targets["candidates"], roots.cand_tokens)
+  np.testing.assert_array_equal(targets["outcome"], [float(b in solved) for b in range(4)])
   backtracks = 0
   for i, lines in traces:
     facts = trace.parse(problems[i], trace.trace_text(lines))

@@ -249,7 +249,6 @@ def test_stop_tokens_end_rows_independently(params):
 
 
 def test_all_rows_stopping_ends_early(params):
-  n = N
   free = _sample(params, 8, 1.0)
   stop_ids = tuple(int(t) for t in np.asarray(free.tokens_BxN)[:, 0])
   out = _sample(params, 8, 1.0, stop_ids=stop_ids)

@@ -45,9 +45,17 @@ def cot_examples(problems: Sequence[Countdown], max_solutions: int, seed: int = 
   return out
 
 
-def walk_examples(problems: Sequence[Countdown], walks_per_problem: int, seed: int = 0
+def walk_examples(problems: Sequence[Countdown], walks_per_problem: int, seed: int = 0,
+                  arithmetic_loss: float = 0.0, value_labels: bool = True
                   ) -> list[list[Segment]]:
-  """Random legal step sequences, labelled by exact solvability after every step (PRM data)."""
+  """Random legal step sequences, labelled by exact solvability after every step (PRM data).
+
+  The choice of step is random, so it never carries policy loss. With
+  `arithmetic_loss` > 0 each step is split after its `=`: the result and the
+  numbers left (`9 (left: 6 9 10)`) get that weight, which teaches the policy to
+  compute and to track the state on many more (random) steps than solutions hold.
+  `value_labels=False` leaves the PRM out (walks kept for arithmetic only).
+  """
   rng = np.random.default_rng(seed)
   out = []
   for problem in problems:
@@ -57,8 +65,14 @@ def walk_examples(problems: Sequence[Countdown], walks_per_problem: int, seed: i
       while len(state) > 1:
         kids = countdown.successors(state)
         step, state = kids[rng.integers(len(kids))]
-        segments.append(Segment(step + "\n", 0.0,
-                                float(countdown.is_solvable(state, problem.target))))
+        label = float(countdown.is_solvable(state, problem.target)) if value_labels else None
+        if arithmetic_loss:
+          lhs, rhs = step.split("= ", 1)
+          segments += [Segment(lhs + "= ", 0.0), Segment(rhs + "\n", arithmetic_loss, label)]
+        else:
+          segments.append(Segment(step + "\n", 0.0, label))
+      if arithmetic_loss:
+        segments.append(Segment("", 0.0))  # no loss on <eos>: a walk never stops by choice
       out.append(segments)
   return out
 

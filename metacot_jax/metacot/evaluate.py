@@ -1,20 +1,25 @@
-"""In-context search: one greedy generation per problem, no outside search or verifier.
+"""In-context search: generations with no outside search or verifier, scored after the fact.
 
-The generation is read back with `trace.parse` for its facts (steps, backtracks,
-tokens); only the final answer line is verified, after the fact, for scoring.
+`in_context`: one greedy generation per problem, read back with `trace.parse` for
+its facts (steps, backtracks, tokens). `sampled`: G generations per problem at
+temperature 1, scored like the RL reward. Only the final answer line is verified.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import numpy as np
 
-from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks, pad_batch
 from metacot_jax.metacot import trace
+from metacot_jax.metacot.reward import TraceReward
+from metacot_jax.models.sampling import SamplingConfig
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search.greedy import generate
 from metacot_jax.tasks.countdown import Countdown
+from metacot_jax.train.rl_loop import rollout
 
 
 def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
@@ -53,3 +58,29 @@ def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
   if rx.std() == 0 or ry.std() == 0:
     return float("nan")
   return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def sampled(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
+            *, samples: int, max_new_tokens: int, rng, batch_size: int = 16) -> dict:
+  """Success rate and trace length of `samples` sampled generations per problem (T = 1).
+
+  Finer-grained than one greedy generation for weak policies, and what RL optimises.
+  """
+  prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
+  width = max(len(p) for p in prompts)
+  cfg = SamplingConfig(max_new_tokens, 1.0, 0, (tokenizer.eos_id,))
+  reward_fn = TraceReward(tokenizer, problems)
+  rewards, lengths = [], []
+  for start, chunk, real in fixed_size_chunks(prompts, batch_size):
+    out = rollout(params, jax.random.fold_in(rng, start), pad_batch(chunk, width),
+                  np.asarray([len(p) for p in chunk], np.int32), config=config,
+                  sampling_config=cfg, group_size=samples)
+    ids = np.repeat(np.arange(start, start + len(chunk)), samples)[:real * samples]
+    r, n = reward_fn(ids, np.asarray(out.generated_BxN)[:real * samples],
+                     np.asarray(out.lengths_B)[:real * samples])
+    rewards.append(r)
+    lengths.append(n)
+  rewards, lengths = np.concatenate(rewards), np.concatenate(lengths)
+  return {"success_rate": float(rewards.mean()),
+          "pass_at_k": float(rewards.reshape(-1, samples).max(1).mean()),
+          "mean_trace_tokens": float(lengths.mean()), "samples": samples}

@@ -4,7 +4,8 @@ Node i of an mctx tree was made by simulation i (node 0 is the root), so reading
 nodes in index order replays the search as it happened: each node is one explored
 step from its parent's state, and a jump to a node whose parent is not the
 current state is a backtrack. Only trees that reached the target are kept
-(Meta-STaR keeps verified runs).
+(Meta-STaR keeps verified runs). Every root also yields an AlphaZero target: the
+search's action weights over its candidate steps, and its outcome.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search import mcts, step_mdp
 from metacot_jax.search.step_parser import StepFormat
 from metacot_jax.tasks.countdown import Countdown
+from metacot_jax.train import alphazero
 
 
 def _state(node_state, count) -> tuple[Fraction, ...]:
@@ -59,23 +61,29 @@ def tree_expansions(problem: Countdown, tokenizer: Tokenizer, nodes: step_mdp.No
 
 def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
                   search: step_mdp.SearchConfig, cfg: mcts.MCTSConfig, *, batch_size: int,
-                  seed: int) -> list[tuple[int, list[trace.Line]]]:
-  """MCTS on every problem; (problem index, trace) for the verified trees, linearized."""
+                  seed: int, value_target: str = "outcome"
+                  ) -> tuple[list[tuple[int, list[trace.Line]]], dict[str, np.ndarray]]:
+  """MCTS on every problem: (problem index, trace) for the verified trees, linearized,
+  and the AlphaZero targets of every root (`train.alphazero.search_targets`)."""
   fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
-  out = []
+  out, targets = [], []
   for start, chunk, real in fixed_size_chunks(problems, batch_size):
     roots = step_mdp.root_nodes(chunk, tokenizer, model, search)
-    _, policy_output = mcts.tree_search(
+    roots, policy_output = jax.device_get(mcts.tree_search(
         params, jax.random.fold_in(jax.random.PRNGKey(seed), start), roots, model=model,
-        fmt=fmt, newline_id=tokenizer.newline_id, search=search, cfg=cfg)
-    tree = jax.device_get(policy_output.search_tree)
+        fmt=fmt, newline_id=tokenizer.newline_id, search=search, cfg=cfg))
+    tree = policy_output.search_tree
+    solved = np.zeros(len(chunk), bool)
     for b in range(real):
       nodes = jax.tree.map(lambda x: x[b], tree.embeddings)
       found = tree_expansions(chunk[b], tokenizer, nodes, tree.parents[b])
       if found is not None:
         try:
           out.append((start + b, trace.linearize(chunk[b], *found)))
+          solved[b] = True
         except ValueError:  # the path is not a legal solution (possible without the verifier)
           continue
-  return out
+    batch = alphazero.search_targets(roots, policy_output, solved, value_target)
+    targets.append({k: v[:real] for k, v in batch.items()})
+  return out, {k: np.concatenate([t[k] for t in targets]) for k in targets[0]}
 

@@ -58,3 +58,8 @@ def all_puzzles() -> list[tuple[int, ...]]:
 
 def solvable_puzzles() -> list[tuple[int, ...]]:
   return [p for p in all_puzzles() if countdown.is_solvable(p, TARGET)]
+
+
+def unsolvable_puzzles() -> list[tuple[int, ...]]:
+  """The 458 multisets with no way to 24: extra practice states that hold no solution."""
+  return [p for p in all_puzzles() if not countdown.is_solvable(p, TARGET)]

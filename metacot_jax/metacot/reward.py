@@ -1,0 +1,50 @@
+"""The RL reward of a generated Meta-CoT trace: the verifier's verdict on its answer.
+
+r(S, q) is 1 when the final `Answer:` line verifies and 0 otherwise; |Z|, the
+length the discount applies to, is the search trace before the answer line,
+counted in tokens or in lines (steps and backtracks).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.metacot import trace
+from metacot_jax.tasks.countdown import Countdown
+
+
+def split_trace(text: str) -> tuple[str, str]:
+  """(Z, S): the text before the first `Answer:` line, and that line ('' if none)."""
+  lines = text.splitlines(keepends=True)
+  for i, line in enumerate(lines):
+    if line.startswith("Answer:"):
+      return "".join(lines[:i]), line.rstrip("\n")
+  return text, ""
+
+
+class TraceReward:
+  """`reward_fn` of `train_rl` for Meta-CoT traces of `problems`."""
+
+  def __init__(self, tokenizer: Tokenizer, problems: Sequence[Countdown],
+               length_unit: str = "tokens"):
+    if length_unit not in ("tokens", "steps"):
+      raise ValueError(f"length_unit must be 'tokens' or 'steps', got {length_unit!r}")
+    self.tokenizer, self.problems, self.length_unit = tokenizer, list(problems), length_unit
+
+  def score(self, problem: Countdown, text: str) -> tuple[float, int]:
+    z, answer = split_trace(text)
+    reward = float(bool(answer) and problem.verify(answer).ok)
+    if self.length_unit == "tokens":
+      return reward, len(self.tokenizer.encode(z))
+    facts = trace.parse(problem, z)
+    return reward, facts.steps + facts.backtracks
+
+  def __call__(self, problem_ids: np.ndarray, generated_BxN: np.ndarray,
+               lengths_B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    scored = [self.score(self.problems[i], self.tokenizer.decode(row[:n]))
+              for i, row, n in zip(problem_ids, generated_BxN, lengths_B)]
+    rewards, trace_lengths = zip(*scored)
+    return np.asarray(rewards, np.float32), np.asarray(trace_lengths, np.int32)
