@@ -92,8 +92,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.star.sft = _train(150, 32, 5e-4, 15, 75, 192)
   # AlphaZero steps after each round's SFT: policy toward mctx's action weights at the
   # searched roots, value toward 'outcome' (verified answer found) or 'q' (root Q-value).
-  # Off by default (steps=0). On the 100 roots of a round it overfits fast: from a round's
-  # SFT model at 12% greedy test accuracy, 50 steps at lr 5e-4 gave 0%; 10 steps at 1e-4, 13%.
+  # Off by default (steps=0). A round's roots are few and it overfits fast: from a round's
+  # SFT model at 12% greedy test accuracy (150 roots), 50 steps at lr 5e-4 gave 0%; 10 steps
+  # at lr 1e-4, 13%.
   c.star.alphazero = _train(0, 32, 1e-4, 2, 50, 0)
   c.star.value_target = "outcome"
 
@@ -136,7 +137,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.rl.gammas, c.rl.updates, c.rl.problems_per_update = (1.0, 0.99), 2, 4
     c.rl.group_size, c.rl.max_new_tokens, c.rl.eval_samples = 4, 100, 2
     c.search.batch_size = 50
-    c.search.hard_puzzles = 10
+    c.search.hard_puzzles = 0  # the tests' tiny run covers the hard split
+    c.star.pairs_puzzles = 20
     c.eval.batch_size = 50
   elif preset == "full":
     c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 32, 16, 32

@@ -21,7 +21,8 @@ TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_
         "--config.search.simulations=(2,)", "--config.search.batch_size=10",
         "--config.eval.batch_size=10", "--config.baselines.samples=2",
         "--config.star.simulations=2", "--config.rl.updates=3", "--config.rl.checkpoint_every=1",
-        "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60"]
+        "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60",
+        "--config.search.hard_puzzles=5"]
 
 
 def run_job(workdir, *extra, timeout=900):
@@ -67,7 +68,7 @@ def test_killed_run_resumes_to_the_same_results(tmp_path):
   assert again.returncode == 0, again.stderr[-3000:]
   resumed = json.loads((workdir / "results.json").read_text())
   assert _stable(resumed) == _stable(expected)
-  assert {"rl/reference", "rl/1.0", "rl/0.99"} <= set(resumed)
+  assert {"rl/reference", "rl/1.0", "rl/0.99", "hard/mcts/verifier/tree/2"} <= set(resumed)
   assert (workdir / "rl_frontier.png").stat().st_size > 0
 
 
