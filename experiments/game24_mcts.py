@@ -10,6 +10,10 @@ baselines -> Meta-STaR rounds -> RL with a discount gamma per run.
 Every phase stores its result in `results.json` and training phases checkpoint
 with orbax: the same command resumes a killed run. `report.md` sets the figures
 beside the anchors of Tree of Thoughts, TS-LLM and Stream of Search.
+
+Every batch is split over all devices (a `data` mesh; params replicated), on one
+host or, launched once per host with `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`
+and `JAX_PROCESS_ID` set (or on a TPU pod / under SLURM), on several.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import configs, report
+from metacot_jax import scale
 from metacot_jax.data import examples, load_game24
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import evaluate as metacot_eval
@@ -65,7 +70,9 @@ _CONFIG = config_flags.DEFINE_config_dict(
 def load_problems(cfg, run: RunDir):
   data_dir = cfg.data.data_dir or str(run.path / "tfds")
   manual_dir = cfg.data.manual_dir or None
-  splits = {s: list(load_game24(s, data_dir, manual_dir)) for s in ("train", "test", "hard")}
+  # one process prepares the TFDS files, the others then read them
+  splits = scale.primary_first(lambda: {s: list(load_game24(s, data_dir, manual_dir))
+                                        for s in ("train", "test", "hard")})
   sizes = {"train": cfg.data.train_puzzles, "test": cfg.data.test_puzzles,
            "hard": cfg.data.hard_puzzles}
   problems = {s: [game24.make(ex["numbers"].tolist()) for ex in splits[s][:sizes[s]]]
@@ -92,7 +99,7 @@ def model_config(tokenizer: Tokenizer, c) -> ModelConfig:
                      num_layers=c.num_layers, num_heads=c.num_heads, d_ff=c.d_ff)
 
 
-def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, init_params=None,
+def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, mesh, init_params=None,
         step=None):
   """Trains (or resumes, or restores when finished) one training phase; returns its state.
 
@@ -103,7 +110,8 @@ def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, init_param
                         total_steps=tc.steps)
   if init_params is not None:  # the train step donates its state: keep the caller's params
     init_params = jax.tree.map(jnp.copy, init_params)
-  state = create_train_state(jax.random.PRNGKey(cfg.seed), model, opt, params=init_params)
+  state = scale.replicate(
+      create_train_state(jax.random.PRNGKey(cfg.seed), model, opt, params=init_params), mesh)
   checkpoints = run.checkpoints(name)
   if checkpoints.latest_step() == tc.steps:
     state = checkpoints.restore(state)[1]
@@ -112,13 +120,13 @@ def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, init_param
     state, _ = train(state, data_fn(), step, num_steps=tc.steps, batch_size=tc.batch_size,
                      seed=cfg.seed, checkpoints=checkpoints,
                      checkpoint_every=tc.checkpoint_every, config_to_save=cfg.to_dict(),
-                     log_fn=lambda s, m: run.log(name, s, m), desc=name)
+                     log_fn=lambda s, m: run.log(name, s, m), desc=name, mesh=mesh)
   checkpoints.close()
   return state
 
 
 def evaluate_search(cfg, run: RunDir, prefix: str, problems, params, model: ModelConfig,
-                    tokenizer: Tokenizer):
+                    tokenizer: Tokenizer, mesh):
   """MCTS (verifier or learned value, tree or play, every budget) and every baseline on
   `problems`, one results key per method and budget (under `prefix`)."""
   for use_verifier in (True, False):
@@ -131,7 +139,7 @@ def evaluate_search(cfg, run: RunDir, prefix: str, problems, params, model: Mode
         method = search_eval.mcts_method(params, model, tokenizer, search, mc)
         result = run.phase(key, lambda: search_eval.batched(
             method, problems, tokenizer, model, search, batch_size=cfg.search.batch_size,
-            seed=cfg.seed))
+            seed=cfg.seed, mesh=mesh))
         print(f"{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes, "
               f"{result['tokens_generated']:.0f} tokens")
 
@@ -149,12 +157,13 @@ def evaluate_search(cfg, run: RunDir, prefix: str, problems, params, model: Mode
   for key, fn in methods.items():
     result = run.phase(prefix + key, lambda: search_eval.batched(
         lambda rng, roots: fn(params, rng, roots), problems, tokenizer, model,
-        search, batch_size=cfg.search.batch_size, seed=cfg.seed))
+        search, batch_size=cfg.search.batch_size, seed=cfg.seed, mesh=mesh))
     print(f"{prefix}{key}: {result['accuracy']:.1%} at {result['nodes']:.1f} nodes")
 
   def sampling_curves():
     samples = baselines.sample_n(params, jax.random.PRNGKey(cfg.seed), problems, tokenizer,
-                                 model, cfg.baselines.samples, cfg.eval.max_new_tokens)
+                                 model, cfg.baselines.samples, cfg.eval.max_new_tokens,
+                                 mesh=mesh)
     return baselines.sample_curves(samples, problems)
   curves = run.phase(prefix + "sampling", sampling_curves)
   for name, curve in curves.items():
@@ -163,7 +172,7 @@ def evaluate_search(cfg, run: RunDir, prefix: str, problems, params, model: Mode
 
 
 def reinforce(cfg, run: RunDir, name: str, model: ModelConfig, reference, gamma: float,
-              prompts, reward_fn):
+              prompts, reward_fn, mesh):
   """Trains (or resumes, or restores when finished) one RL run from `reference`."""
   c = cfg.rl
   rl_cfg = RLConfig(gamma=gamma, length_unit=c.length_unit, beta=c.beta,
@@ -172,7 +181,8 @@ def reinforce(cfg, run: RunDir, name: str, model: ModelConfig, reference, gamma:
   steps = c.updates * c.epochs
   opt = OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=min(5, steps),
                         total_steps=steps, end_lr_fraction=1.0)
-  state = create_train_state(None, model, opt, params=jax.tree.map(jnp.copy, reference))
+  state = scale.replicate(
+      create_train_state(None, model, opt, params=jax.tree.map(jnp.copy, reference)), mesh)
   checkpoints = run.checkpoints(name)
   if checkpoints.latest_step() == steps:
     state = checkpoints.restore(state)[1]
@@ -182,22 +192,41 @@ def reinforce(cfg, run: RunDir, name: str, model: ModelConfig, reference, gamma:
                         seed=cfg.seed, checkpoints=checkpoints,
                         checkpoint_every=c.checkpoint_every, config_to_save=cfg.to_dict(),
                         log_fn=lambda u, m: run.log(name, u, m),
-                        stop_ids=(Tokenizer.eos_id,), desc=name)
+                        stop_ids=(Tokenizer.eos_id,), desc=name, mesh=mesh)
   checkpoints.close()
   return state
 
 
-def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problems) -> dict:
+def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problems,
+                  mesh) -> dict:
   """One greedy generation per test puzzle (accuracy, tokens) and sampled success rate."""
   greedy = metacot_eval.in_context(params, model, tokenizer, problems,
-                                   batch_size=cfg.eval.batch_size)
+                                   batch_size=cfg.eval.batch_size, mesh=mesh)
   sampled = metacot_eval.sampled(params, model, tokenizer, problems,
                                  samples=cfg.rl.eval_samples,
                                  max_new_tokens=cfg.rl.max_new_tokens,
-                                 rng=jax.random.PRNGKey(cfg.seed))
+                                 rng=jax.random.PRNGKey(cfg.seed), mesh=mesh)
   keep = ("accuracy", "mean_tokens", "mean_steps", "mean_backtracks", "illegal_step_rate",
           "example")
   return {k: greedy[k] for k in keep} | sampled
+
+
+def check_batches_divide(cfg, devices: int):
+  """Training batches split evenly over the devices (evaluation batches are padded):
+  fails before any work with the fields to change."""
+  fields = {"sft.batch_size": cfg.sft.batch_size,
+            "metacot_sft.batch_size": cfg.metacot_sft.batch_size,
+            "star.sft.batch_size": cfg.star.sft.batch_size,
+            "rl.problems_per_update": cfg.rl.problems_per_update}
+  if cfg.star.alphazero.steps:
+    fields["star.alphazero.batch_size"] = cfg.star.alphazero.batch_size
+  bad = {k: v for k, v in fields.items() if v % devices}
+  if bad:
+    raise app.UsageError(
+        f"these batch sizes do not divide over the {devices} devices: "
+        + ", ".join(f"{k}={v}" for k, v in bad.items())
+        + f"; set them to multiples of {devices}, e.g. --config.{next(iter(bad))}="
+        + str(-(-next(iter(bad.values())) // devices) * devices))
 
 
 def search_config(cfg, use_verifier: bool) -> SearchConfig:
@@ -213,11 +242,16 @@ def main(argv):
   tfds.disable_progress_bar()
   cfg = _CONFIG.value
   cfg.preset = flags.FLAGS.preset
+  scale.initialize_distributed()
+  mesh = scale.data_mesh()
+  check_batches_divide(cfg, scale.mesh_size(mesh))
   run = RunDir(flags.FLAGS.workdir)
   tokenizer = Tokenizer()
   cot_model = model_config(tokenizer, cfg.model)
   metacot_model = model_config(tokenizer, cfg.metacot_model)
   run.save("config", cfg.to_dict())
+  run.save("devices", {"count": jax.device_count(), "processes": jax.process_count(),
+                       "kind": jax.devices()[0].device_kind})
 
   problems, amt, ranking = load_problems(cfg, run)
   train_p, test_p, hard_p = problems["train"], problems["test"], problems["hard"]
@@ -232,7 +266,7 @@ def main(argv):
   def cot_data():
     exs = examples.cot_examples(train_p, cfg.data.max_solutions, cfg.seed) + walks
     return examples.encode(tokenizer, exs, cfg.sft.length)[0]
-  cot_state = sft(cfg, run, "sft_cot", cot_model, cfg.sft, cot_data)
+  cot_state = sft(cfg, run, "sft_cot", cot_model, cfg.sft, cot_data, mesh)
   run.save("models", {"cot_params": count_params(cot_state.params)})
 
   # 2. Meta-CoT SFT on symbolic search traces (and the same walks), from the CoT model's
@@ -254,7 +288,7 @@ def main(argv):
                      f"config.model, got {metacot_model} and {cot_model}; make them equal or "
                      "set --config.metacot_sft.init_from_cot=False")
   metacot_state = sft(cfg, run, "sft_metacot", metacot_model, cfg.metacot_sft,
-                      lambda: metacot_data(symbolic(), "metacot_data"), init_params=init)
+                      lambda: metacot_data(symbolic(), "metacot_data"), mesh, init_params=init)
   run.save("models", {**run.results["models"],
                       "metacot_params": count_params(metacot_state.params)})
 
@@ -263,7 +297,7 @@ def main(argv):
                              ("metacot", metacot_state, metacot_model)):
     for split, ps in (("test", test_p), ("hard", hard_p)):
       result = run.phase(f"greedy/{name}/{split}", lambda: metacot_eval.in_context(
-          state.params, model, tokenizer, ps, batch_size=cfg.eval.batch_size))
+          state.params, model, tokenizer, ps, batch_size=cfg.eval.batch_size, mesh=mesh))
       print(f"greedy {name:8s} {split}: {result['accuracy']:.1%}, "
             f"{result['mean_tokens']:.0f} tokens")
   hard = run.results["greedy/metacot/hard"]
@@ -276,17 +310,17 @@ def main(argv):
   splits = [("", test_p)] + ([("hard/", hard_p[:cfg.search.hard_puzzles])]
                              if cfg.search.hard_puzzles else [])
   for prefix, ps in splits:
-    evaluate_search(cfg, run, prefix, ps, cot_state.params, cot_model, tokenizer)
+    evaluate_search(cfg, run, prefix, ps, cot_state.params, cot_model, tokenizer, mesh)
 
   # 5. The PRM: calibration against outcome labels (solver) and Monte Carlo labels (LM).
   def prm_eval():
     rng = np.random.default_rng(cfg.seed)
     prefixes, outcome, _ = value_labels.random_prefixes(test_p, (1, 2), rng)
     predicted = value_labels.prefix_values(cot_state.params, cot_model, tokenizer, test_p,
-                                           prefixes)
+                                           prefixes, mesh=mesh)
     mc = value_labels.lm_mc_values(cot_state.params, cot_model, tokenizer, test_p, prefixes,
                                    cfg.prm.mc_samples, cfg.eval.max_new_tokens - 30,
-                                   jax.random.PRNGKey(cfg.seed))
+                                   jax.random.PRNGKey(cfg.seed), mesh=mesh)
     return {"vs_outcome": value_labels.calibration(predicted, outcome),
             "vs_mc": value_labels.calibration(predicted, mc),
             "outcome_accuracy": float(np.mean((np.asarray(predicted) > 0.5) == np.asarray(outcome))),
@@ -315,8 +349,9 @@ def main(argv):
       found, targets = from_search.search_traces(
           policies[-1], metacot_model, tokenizer, star_p, star_search, star_mcts,
           batch_size=cfg.search.batch_size, seed=cfg.seed + r,
-          value_target=cfg.star.value_target)
-      np.savez(targets_path, **targets)  # before the SFT starts: a resumed round finds it
+          value_target=cfg.star.value_target, mesh=mesh)
+      if scale.is_primary():  # before the SFT starts: a resumed round finds it
+        np.savez(targets_path, **targets)
       run.save(f"star/{r}/solved", [i for i, _ in found])
       traces = [(star_p[i], lines) for i, lines in found]
       if cfg.star.keep_round0:
@@ -324,16 +359,17 @@ def main(argv):
       return metacot_data(traces, f"star/{r}/data")
 
     init = policies[-1] if cfg.star.from_previous else metacot_state.params
-    state = sft(cfg, run, name, metacot_model, cfg.star.sft, round_data, init_params=init)
+    state = sft(cfg, run, name, metacot_model, cfg.star.sft, round_data, mesh, init_params=init)
     if cfg.star.alphazero.steps:  # then the policy toward the search's choices at the roots
       state = sft(cfg, run, f"{name}_alphazero", metacot_model, cfg.star.alphazero,
-                  lambda targets_path=targets_path: dict(np.load(targets_path)),
+                  lambda targets_path=targets_path: dict(np.load(targets_path)), mesh,
                   init_params=state.params, step=alphazero)
     policies.append(state.params)
     solved = run.results[f"star/{r}/solved"]
     run.phase(f"star/{r}", lambda: {
         "greedy_test": metacot_eval.in_context(state.params, metacot_model, tokenizer, test_p,
-                                               batch_size=cfg.eval.batch_size)["accuracy"],
+                                               batch_size=cfg.eval.batch_size,
+                                               mesh=mesh)["accuracy"],
         "train_solved_by_search": len(solved),
         "newly_solved": len(set(solved) - solved_ever) if r > 1 else len(solved),
     })
@@ -347,22 +383,24 @@ def main(argv):
       method = search_eval.mcts_method(pair, metacot_model, tokenizer, star_search, star_mcts)
       run.phase(f"star/pairs/{i}/{j}", lambda: search_eval.batched(
           method, test_p[:cfg.star.pairs_puzzles], tokenizer, metacot_model, star_search,
-          batch_size=cfg.search.batch_size, seed=cfg.seed)["accuracy"])
+          batch_size=cfg.search.batch_size, seed=cfg.seed, mesh=mesh)["accuracy"])
 
   # 8. RL from the last Meta-STaR policy, one run per discount gamma: the length frontier.
   rl_p = train_p[:cfg.rl.train_puzzles]
   rl_prompts = [tokenizer.encode(p.prompt(), bos=True) for p in rl_p]
   reference = policies[-1]
-  evaluate_rl = lambda params: rl_evaluation(cfg, tokenizer, metacot_model, params, test_p)
+  evaluate_rl = lambda params: rl_evaluation(cfg, tokenizer, metacot_model, params, test_p,
+                                             mesh)
   run.phase("rl/reference", lambda: evaluate_rl(reference))
   for gamma in cfg.rl.gammas:
     state = reinforce(cfg, run, f"rl_gamma_{gamma}", metacot_model, reference, gamma,
-                      rl_prompts, TraceReward(tokenizer, rl_p, cfg.rl.length_unit))
+                      rl_prompts, TraceReward(tokenizer, rl_p, cfg.rl.length_unit), mesh)
     result = run.phase(f"rl/{gamma}", lambda: evaluate_rl(state.params))
     print(f"RL gamma={gamma}: greedy {result['accuracy']:.1%} at {result['mean_tokens']:.0f} "
           f"tokens; sampled {result['success_rate']:.1%} at {result['mean_trace_tokens']:.0f}")
 
-  report.write(run)
+  if scale.is_primary():
+    report.write(run)
   print(f"wrote {run.results_path} and {run.path / 'report.md'}")
 
 

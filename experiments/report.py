@@ -126,12 +126,14 @@ def rl_target(r: dict) -> tuple[str, str, str]:
 def write(run: RunDir):
   r = run.results
   models = r.get("models", {})
+  dev = r.get("devices", {"count": 1, "processes": 1, "kind": "?"})
   lines = ["# Game of 24 run report", "",
            f"Preset `{r['config']['preset']}`; puzzles ranked by `{r['data']['ranking']}` "
            f"(`tot` = Tree of Thoughts' 24.csv); test = ranks 901-1000 ({r['data']['test']} "
            f"used), hard = ranks 1001-1362 ({r['data']['hard']} used). Models: CoT "
            f"{models.get('cot_params', 0):,} parameters, Meta-CoT "
-           f"{models.get('metacot_params', 0):,} (same trunk, longer context).", "",
+           f"{models.get('metacot_params', 0):,}. Batches split over {dev['count']} "
+           f"{dev['kind']} device(s) in {dev['processes']} process(es).", "",
            "## Targets (MISSION.md section 5)", "", "| target | measured | verdict |",
            "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in targets(r)]
 

@@ -2,7 +2,8 @@
 
 Each phase of a pipeline stores its result under a key of `results.json` (written
 atomically); a restarted run skips phases whose key is present and resumes
-training phases from their orbax checkpoints.
+training phases from their orbax checkpoints. In a multi-host run every process
+keeps the results in memory and process 0 writes the files (on a shared disk).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from metacot_jax.scale import is_primary
 from metacot_jax.train.checkpoint import Checkpoints
 
 
@@ -26,6 +28,8 @@ class RunDir:
 
   def log(self, phase: str, step: int, metrics: dict):
     """Appends one row to metrics.jsonl."""
+    if not is_primary():
+      return
     row = {"phase": phase, "step": int(step), "time": time.time(),
            **{k: float(v) for k, v in metrics.items()}}
     with open(self.path / "metrics.jsonl", "a") as f:
@@ -33,6 +37,8 @@ class RunDir:
 
   def save(self, key: str, value: Any):
     self.results[key] = value
+    if not is_primary():
+      return
     tmp = self.results_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(self.results, indent=1))
     tmp.replace(self.results_path)

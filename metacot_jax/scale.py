@@ -1,8 +1,10 @@
 """Data parallelism over a `jax.sharding.Mesh`: batches split over `data`, params replicated.
 
 Jitted steps need no change: given inputs with these shardings, XLA partitions the
-computation and inserts the gradient all-reduce. On a pod, call
-`initialize_distributed()` first on every host.
+computation and inserts the gradient all-reduce. Every process of a multi-host run
+runs the same program on the same global batches (they depend only on the seed),
+and each puts its own devices' rows on the mesh. Functions that take `mesh=None`
+leave their inputs as they are: one device, no sharding.
 """
 
 from __future__ import annotations
@@ -10,23 +12,59 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA = "data"
+# Our launch convention for clusters JAX does not detect by itself (TPU pods and SLURM it does).
+PROCESS_ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
 
 
 def initialize_distributed() -> bool:
-  """`jax.distributed.initialize()` when launched multi-host (a coordinator is set, or
-  on a TPU pod / SLURM); returns whether it ran."""
-  multi_host = any(k in os.environ for k in (
-      "JAX_COORDINATOR_ADDRESS", "COORDINATOR_ADDRESS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES"))
-  if multi_host:
+  """Joins a multi-host run; returns whether it did.
+
+  With `JAX_COORDINATOR_ADDRESS` (host:port of process 0), `JAX_NUM_PROCESSES` and
+  `JAX_PROCESS_ID` set, every process calls `jax.distributed.initialize` with them;
+  on a TPU pod or under SLURM JAX finds them itself. On CPU hosts the cross-process
+  collectives go through gloo. Must run before anything touches a device.
+  """
+  given = [k for k in PROCESS_ENV if os.environ.get(k)]
+  if given:
+    if len(given) != len(PROCESS_ENV):
+      missing = ", ".join(k for k in PROCESS_ENV if k not in given)
+      raise ValueError(f"a multi-host launch needs all of {', '.join(PROCESS_ENV)}; "
+                       f"{missing} is not set")
+    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
+      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"],
+                               num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                               process_id=int(os.environ["JAX_PROCESS_ID"]))
+    return True
+  if any(k in os.environ for k in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES")):
     jax.distributed.initialize()
-  return multi_host
+    return True
+  return False
+
+
+def is_primary() -> bool:
+  """Whether this process writes shared files (results, logs): process 0."""
+  return jax.process_index() == 0
+
+
+def primary_first(fn):
+  """`fn()` on process 0, then (after a barrier) on the others: for files that every
+  process reads but one must write first, such as a prepared dataset."""
+  if jax.process_count() == 1:
+    return fn()
+  result = fn() if is_primary() else None
+  multihost_utils.sync_global_devices("primary_first")
+  return result if is_primary() else fn()
 
 
 def data_mesh(num_devices: int | None = None) -> Mesh:
-  """A 1-D mesh named `data` over the first `num_devices` devices (all by default)."""
+  """A 1-D mesh named `data` over the first `num_devices` devices (by default all of them,
+  on every host)."""
   n = num_devices or jax.device_count()
   if n > jax.device_count():
     raise ValueError(f"asked for {n} devices but JAX sees {jax.device_count()}")
@@ -34,8 +72,21 @@ def data_mesh(num_devices: int | None = None) -> Mesh:
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def shard_batch(tree, mesh: Mesh):
-  """Splits every array's leading axis over `data` (it must divide by the mesh size)."""
+def mesh_size(mesh: Mesh | None) -> int:
+  return 1 if mesh is None else mesh.shape[DATA]
+
+
+def chunk_size(batch_size: int, mesh: Mesh | None) -> int:
+  """`batch_size` rounded up to a multiple of the mesh's devices (for padded evaluation batches)."""
+  n = mesh_size(mesh)
+  return -(-batch_size // n) * n
+
+
+def shard_batch(tree, mesh: Mesh | None):
+  """Splits every array's leading axis over `data` (it must divide by the mesh size);
+  the tree as it is without a mesh."""
+  if mesh is None:
+    return tree
   n = mesh.shape[DATA]
   for leaf in jax.tree.leaves(tree):
     if leaf.shape[0] % n:
@@ -44,5 +95,17 @@ def shard_batch(tree, mesh: Mesh):
   return jax.device_put(tree, NamedSharding(mesh, P(DATA)))
 
 
-def replicate(tree, mesh: Mesh):
+def replicate(tree, mesh: Mesh | None):
+  """A copy of `tree` on every device of `mesh`; the tree as it is without a mesh."""
+  if mesh is None:
+    return tree
   return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def to_host(tree):
+  """NumPy copies of (possibly sharded) arrays; on several hosts each process gets all rows."""
+  def get(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+      return np.asarray(x)
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))  # the global array
+  return jax.tree.map(get, tree)

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,11 +23,19 @@ TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_
         "--config.eval.batch_size=10", "--config.baselines.samples=2",
         "--config.star.simulations=2", "--config.rl.updates=3", "--config.rl.checkpoint_every=1",
         "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60",
-        "--config.search.hard_puzzles=5"]
+        "--config.search.hard_puzzles=5", "--config.rl.problems_per_update=8"]
 
 
-def run_job(workdir, *extra, timeout=900):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def run_job(workdir, *extra, timeout=900, devices=1, **env_extra):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **env_extra)
+  if devices > 1:
+    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   return subprocess.run([sys.executable, "-m", "experiments.game24_mcts", f"--workdir={workdir}",
                          *extra], cwd=REPO, env=env, capture_output=True, text=True,
                         timeout=timeout, check=False)
@@ -51,12 +60,53 @@ def _stable(results):
   return {k: v for k, v in results.items() if k not in ("config", "seconds")}
 
 
-def test_killed_run_resumes_to_the_same_results(tmp_path):
-  whole = run_job(tmp_path / "whole", *TINY)
+@pytest.fixture(scope="module")
+def tiny_results(tmp_path_factory):
+  """results.json of one uninterrupted TINY run on one device."""
+  workdir = tmp_path_factory.mktemp("whole")
+  whole = run_job(workdir, *TINY)
   assert whole.returncode == 0, whole.stderr[-3000:]
-  expected = json.loads((tmp_path / "whole" / "results.json").read_text())
-  assert (tmp_path / "whole" / "report.md").exists()
-  assert (tmp_path / "whole" / "success_vs_compute.png").exists()
+  assert (workdir / "report.md").exists()
+  assert (workdir / "success_vs_compute.png").exists()
+  return json.loads((workdir / "results.json").read_text())
+
+
+def test_main_job_splits_batches_over_8_devices(tmp_path, tiny_results):
+  done = run_job(tmp_path, *TINY, devices=8)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["devices"]["count"] == 8 and tiny_results["devices"]["count"] == 1
+  assert set(results) == set(tiny_results)  # every phase ran
+  assert results["data"] == tiny_results["data"]
+  assert "split over 8 cpu device(s) in 1 process(es)" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_main_job_on_two_hosts(tmp_path, tiny_results):
+  """The TINY run as two 4-device processes joined through jax.distributed (about 5 min)."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}", JAX_NUM_PROCESSES="2")
+  hosts = [subprocess.Popen([sys.executable, "-m", "experiments.game24_mcts",
+                             f"--workdir={tmp_path}", *TINY], cwd=REPO,
+                            env=dict(env, JAX_PROCESS_ID=str(i)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  for h in hosts:
+    _, err = h.communicate(timeout=1800)
+    assert h.returncode == 0, err[-3000:]
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["devices"] == {"count": 8, "processes": 2, "kind": "cpu"}
+  assert set(results) == set(tiny_results)
+
+
+def test_batch_sizes_that_do_not_divide_over_the_devices_fail_before_work(tmp_path):
+  done = run_job(tmp_path / "run", *TINY, "--config.sft.batch_size=12", devices=8, timeout=120)
+  assert done.returncode != 0
+  assert "sft.batch_size=12" in done.stderr and "--config.sft.batch_size=16" in done.stderr
+  assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_killed_run_resumes_to_the_same_results(tmp_path, tiny_results):
+  expected = tiny_results
 
   # kill -9 once the first SFT checkpoint exists, again inside the first RL run, then
   # run the same command to the end

@@ -205,6 +205,27 @@ def test_greedy_is_stepwise_argmax_of_full_forward(params):
   chex.assert_trees_all_equal(out, _sample(params, 4, 0.0))
 
 
+def test_group_size_prefills_once_and_copies_rows(params):
+  """Row b*G + g is sample g of prompt b: greedy copies agree with the plain sampler, and
+  sampled copies differ from each other but keep their prompt's context (their values)."""
+  greedy = _sample(params, 0, 0.0)
+  grouped = sample(params, jax.random.PRNGKey(0), PROMPT, PROMPT_LENGTHS, config=CFG,
+                   sampling=SamplingConfig(N, 0.0), group_size=3)
+  chex.assert_shape(grouped.tokens_BxN, (9, N))
+  chex.assert_trees_all_close(grouped, jax.tree.map(lambda x: np.repeat(x, 3, axis=0), greedy),
+                              atol=1e-5)  # a larger batch: float noise in logprobs and values
+  np.testing.assert_array_equal(grouped.tokens_BxN, np.repeat(greedy.tokens_BxN, 3, axis=0))
+  hot = sample(params, jax.random.PRNGKey(1), PROMPT, PROMPT_LENGTHS, config=CFG,
+               sampling=SamplingConfig(N, 2.0), group_size=4)
+  tokens = np.asarray(hot.tokens_BxN).reshape(3, 4, N)
+  assert all(len({tuple(t) for t in tokens[b]}) > 1 for b in range(3))
+  joined, _ = _joined(np.repeat(PROMPT_LENGTHS, 4), np.repeat(PROMPT, 4, axis=0),
+                      np.asarray(hot.tokens_BxN))
+  _, ref_values = _full_forward(params, joined)
+  for row, p in enumerate(np.repeat(PROMPT_LENGTHS, 4)):
+    np.testing.assert_allclose(hot.values_BxN[row], ref_values[row, p:p + N], atol=1e-4)
+
+
 def test_top_k_one_is_greedy(params):
   greedy = _sample(params, 0, 0.0)
   top1 = _sample(params, 5, 1.0, top_k=1)

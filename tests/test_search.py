@@ -14,7 +14,9 @@ from metacot_jax.data.examples import cot_pairs, sft_arrays
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.models import ModelConfig, init_params
 from metacot_jax.search import mcts, rational, results, step_mdp, step_parser
-from metacot_jax.search.greedy import greedy_accuracy
+from metacot_jax.metacot import evaluate as metacot_eval
+from metacot_jax.models.sampling import SamplingConfig
+from metacot_jax.search.greedy import final_answer, generate, greedy_accuracy, sample_prompts
 from metacot_jax.search.mcts import MCTSConfig
 from metacot_jax.search.step_mdp import SearchConfig
 from metacot_jax.tasks import countdown, game24
@@ -579,3 +581,34 @@ def test_learned_scores_commit_to_answers(trained):
   assert np.all(score[~out.answered] == 0.0)
   summary = results.summarize(out, problems, roots.length, TOK)
   assert len(summary["answers"]) == len(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-solution generation with the same memorising model.
+
+def test_greedy_generation_solves_memorised_puzzles_in_any_chunking(trained):
+  problems, params, _ = trained
+  accuracy, texts = greedy_accuracy(params, MODEL, TOK, problems, max_new_tokens=64, batch_size=4)
+  assert accuracy >= 0.8, texts  # padded last chunk: 6 puzzles in chunks of 4
+  again = generate(params, MODEL, TOK, problems, max_new_tokens=64, batch_size=6)
+  assert again == texts
+  assert all(t.endswith("\n") or "Answer:" in t for t in texts)
+
+
+def test_sample_prompts_rows_and_sampled_scores(trained):
+  problems, params, _ = trained
+  prompts = [TOK.encode(p.prompt(), bos=True) for p in problems]
+  cfg = SamplingConfig(64, 1.0, 0, (TOK.eos_id,))
+  out = sample_prompts(params, MODEL, prompts, cfg, jax.random.PRNGKey(0), batch_size=4,
+                       group_size=3)
+  chex.assert_shape(out.tokens_BxN, (18, 64))
+  chex.assert_shape([out.lengths_B, out.stopped_B], (18,))
+  assert isinstance(out.tokens_BxN, np.ndarray)
+  # row i*G + g belongs to prompt i: every sample of a memorised puzzle answers it
+  answers = [final_answer(TOK.decode(row)) for row in out.tokens_BxN]
+  correct = np.array([problems[i // 3].verify(a).ok for i, a in enumerate(answers)])
+  scores = metacot_eval.sampled(params, MODEL, TOK, problems, samples=3, max_new_tokens=64,
+                                rng=jax.random.PRNGKey(0), batch_size=4)
+  assert scores["success_rate"] == pytest.approx(correct.mean())
+  assert scores["pass_at_k"] == pytest.approx(correct.reshape(6, 3).any(1).mean())
+  assert scores["success_rate"] > 0.5, answers

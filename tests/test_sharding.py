@@ -1,6 +1,11 @@
-"""Data parallelism on 8 forced CPU devices (in a subprocess: the flag must precede JAX)."""
+"""Data parallelism over 8 CPU devices, in one process and as two "hosts" of 4 devices.
+
+The checks run in subprocesses (the device flag must precede JAX); the two-process
+run joins through `jax.distributed.initialize` on localhost, as hosts of a pod do.
+"""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -10,20 +15,50 @@ import pytest
 SCRIPT = Path(__file__).parent / "scripts" / "sharded_check.py"
 
 
-@pytest.fixture(scope="module")
-def report():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
-             JAX_PLATFORMS="cpu")
-  done = subprocess.run([sys.executable, str(SCRIPT)], env=env, capture_output=True, text=True,
-                        timeout=600, check=False)
-  assert done.returncode == 0, done.stderr[-3000:]
-  return dict(line.split("=", 1) for line in done.stdout.splitlines() if "=" in line)
+def _env(devices: int, **extra) -> dict:
+  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+              JAX_PLATFORMS="cpu", **extra)
+
+
+def _parse(stdout: str) -> dict:
+  return dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", params=["one_host", "two_hosts"])
+def report(request):
+  if request.param == "one_host":
+    done = subprocess.run([sys.executable, str(SCRIPT)], env=_env(8), capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return _parse(done.stdout)
+  address = f"localhost:{_free_port()}"
+  hosts = [subprocess.Popen(
+      [sys.executable, str(SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      env=_env(4, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
+      for i in range(2)]
+  outputs = [h.communicate(timeout=900) for h in hosts]
+  for h, (_, err) in zip(hosts, outputs):
+    assert h.returncode == 0, err[-3000:]
+  first, second = (_parse(out) for out, _ in outputs)
+  assert first == second  # every process computes and reads back the same global results
+  return first
+
+
+def test_processes(report, request):
+  assert report["processes"] == {"one_host": "1", "two_hosts": "2"}[request.node.callspec.id]
 
 
 def test_sharded_sft_steps_match_one_device(report):
   # Adam divides by sqrt(v): reduction-order noise in the gradient shows up at ~lr * 1e-2
   assert float(report["max_param_diff"]) < 2e-4, report
   assert float(report["loss_diff"]) < 1e-5, report
+  assert float(report["loop_param_diff"]) < 2e-4, report
 
 
 def test_params_replicated_over_data_mesh(report):
@@ -33,3 +68,17 @@ def test_params_replicated_over_data_mesh(report):
 def test_sharded_search_matches_one_device(report):
   assert report["same_answers"] == "True", report
   assert "'data'" in report["search_sharding"], report
+  assert report["same_search_summary"] == "True", report  # a padded chunk rounded up to 8
+
+
+def test_sharded_generation_matches_one_device(report):
+  assert report["same_generations"] == "True", report
+  assert report["same_samples"] == "True", report
+  assert float(report["sample_value_diff"]) < 1e-5, report
+  assert report["same_sampled"] == "True", report
+
+
+def test_sharded_rl_updates_match_one_device(report):
+  change, diff = float(report["rl_param_change"]), float(report["rl_param_diff"])
+  assert change > 1e-4, report  # the updates moved the params
+  assert diff < 0.05 * change, report

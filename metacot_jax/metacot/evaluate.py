@@ -9,26 +9,24 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import jax
 import numpy as np
 
-from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks, pad_batch
+from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import trace
 from metacot_jax.metacot.reward import TraceReward
 from metacot_jax.models.sampling import SamplingConfig
 from metacot_jax.models.transformer import ModelConfig
-from metacot_jax.search.greedy import generate
+from metacot_jax.search.greedy import generate, sample_prompts
 from metacot_jax.tasks.countdown import Countdown
-from metacot_jax.train.rl_loop import rollout
 
 
 def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
-               *, batch_size: int = 100, max_new_tokens: int | None = None) -> dict:
+               *, batch_size: int = 100, max_new_tokens: int | None = None, mesh=None) -> dict:
   """Greedy accuracy, and per problem: correct, generated tokens, steps, backtracks."""
   width = max(len(tokenizer.encode(p.prompt(), bos=True)) for p in problems)
   max_new_tokens = max_new_tokens or config.max_len - width
   texts = generate(params, config, tokenizer, problems, max_new_tokens=max_new_tokens,
-                   batch_size=batch_size)
+                   batch_size=batch_size, mesh=mesh)
   facts = [trace.parse(p, t) for p, t in zip(problems, texts)]
   correct = [p.verify(f.answer).ok for p, f in zip(problems, facts)]
   tokens = [len(tokenizer.encode(t)) + 1 for t in texts]
@@ -61,26 +59,18 @@ def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def sampled(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
-            *, samples: int, max_new_tokens: int, rng, batch_size: int = 16) -> dict:
+            *, samples: int, max_new_tokens: int, rng, batch_size: int = 16,
+            mesh=None) -> dict:
   """Success rate and trace length of `samples` sampled generations per problem (T = 1).
 
   Finer-grained than one greedy generation for weak policies, and what RL optimises.
   """
   prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
-  width = max(len(p) for p in prompts)
   cfg = SamplingConfig(max_new_tokens, 1.0, 0, (tokenizer.eos_id,))
-  reward_fn = TraceReward(tokenizer, problems)
-  rewards, lengths = [], []
-  for start, chunk, real in fixed_size_chunks(prompts, batch_size):
-    out = rollout(params, jax.random.fold_in(rng, start), pad_batch(chunk, width),
-                  np.asarray([len(p) for p in chunk], np.int32), config=config,
-                  sampling_config=cfg, group_size=samples)
-    ids = np.repeat(np.arange(start, start + len(chunk)), samples)[:real * samples]
-    r, n = reward_fn(ids, np.asarray(out.generated_BxN)[:real * samples],
-                     np.asarray(out.lengths_B)[:real * samples])
-    rewards.append(r)
-    lengths.append(n)
-  rewards, lengths = np.concatenate(rewards), np.concatenate(lengths)
+  out = sample_prompts(params, config, prompts, cfg, rng, batch_size=batch_size,
+                       group_size=samples, mesh=mesh)
+  ids = np.repeat(np.arange(len(problems)), samples)
+  rewards, lengths = TraceReward(tokenizer, problems)(ids, out.tokens_BxN, out.lengths_B)
   return {"success_rate": float(rewards.mean()),
           "pass_at_k": float(rewards.reshape(-1, samples).max(1).mean()),
           "mean_trace_tokens": float(lengths.mean()), "samples": samples}

@@ -16,6 +16,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from metacot_jax import scale
 from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks
 from metacot_jax.metacot import trace
 from metacot_jax.models.transformer import ModelConfig
@@ -61,17 +62,18 @@ def tree_expansions(problem: Countdown, tokenizer: Tokenizer, nodes: step_mdp.No
 
 def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
                   search: step_mdp.SearchConfig, cfg: mcts.MCTSConfig, *, batch_size: int,
-                  seed: int, value_target: str = "outcome"
+                  seed: int, value_target: str = "outcome", mesh=None
                   ) -> tuple[list[tuple[int, list[trace.Line]]], dict[str, np.ndarray]]:
   """MCTS on every problem: (problem index, trace) for the verified trees, linearized,
   and the AlphaZero targets of every root (`train.alphazero.search_targets`)."""
   fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
   out, targets = [], []
-  for start, chunk, real in fixed_size_chunks(problems, batch_size):
+  for start, chunk, real in fixed_size_chunks(problems, scale.chunk_size(batch_size, mesh)):
     roots = step_mdp.root_nodes(chunk, tokenizer, model, search)
-    roots, policy_output = jax.device_get(mcts.tree_search(
-        params, jax.random.fold_in(jax.random.PRNGKey(seed), start), roots, model=model,
-        fmt=fmt, newline_id=tokenizer.newline_id, search=search, cfg=cfg))
+    roots, policy_output = scale.to_host(mcts.tree_search(
+        params, jax.random.fold_in(jax.random.PRNGKey(seed), start),
+        scale.shard_batch(roots, mesh), model=model, fmt=fmt, newline_id=tokenizer.newline_id,
+        search=search, cfg=cfg))
     tree = policy_output.search_tree
     solved = np.zeros(len(chunk), bool)
     for b in range(real):

@@ -16,10 +16,11 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from metacot_jax import scale
 from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
-from metacot_jax.search.greedy import final_answer
+from metacot_jax.search.greedy import final_answer, sample_prompts
 from metacot_jax.tasks import countdown
 from metacot_jax.tasks.countdown import Countdown
 
@@ -48,25 +49,17 @@ def random_rollout_mc(state: Sequence[Fraction], target: int, m: int,
 
 def lm_mc_values(params, model: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
                  prefixes: Sequence[str], m: int, max_new_tokens: int, rng: jax.Array,
-                 temperature: float = 1.0, batch_size: int = 512) -> np.ndarray:
-  """Mean verified success of m LM completions of each (problem, steps-so-far) prefix: [P]."""
-  rows, owners = [], []
-  for i, (p, prefix) in enumerate(zip(problems, prefixes)):
-    ids = tokenizer.encode(p.prompt() + prefix, bos=True)
-    rows += [ids] * m
-    owners += [i] * m
-  width = max(len(r) for r in rows)
+                 temperature: float = 1.0, batch_size: int = 512, mesh=None) -> np.ndarray:
+  """Mean verified success of m LM completions of each (problem, steps-so-far) prefix: [P].
+
+  Each prefix is prefilled once and sampled m times; `batch_size` counts completions."""
+  prompts = [tokenizer.encode(p.prompt() + prefix, bos=True) for p, prefix in zip(problems, prefixes)]
   cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
-  sampling.check_fits(model, width, cfg)
-  wins = np.zeros(len(prefixes))
-  for start, chunk, real in fixed_size_chunks(rows, batch_size):
-    out = sampling.sample(params, jax.random.fold_in(rng, start), pad_batch(chunk, width),
-                          np.asarray([len(r) for r in chunk], np.int32), config=model,
-                          sampling=cfg)
-    for j, row in enumerate(np.asarray(out.tokens_BxN)[:real]):
-      i = owners[start + j]
-      wins[i] += problems[i].verify(final_answer(tokenizer.decode(row))).ok
-  return wins / m
+  out = sample_prompts(params, model, prompts, cfg, rng, batch_size=max(1, batch_size // m),
+                       group_size=m, mesh=mesh)
+  wins = [problems[i // m].verify(final_answer(tokenizer.decode(row))).ok
+          for i, row in enumerate(out.tokens_BxN)]
+  return np.asarray(wins, float).reshape(len(prefixes), m).mean(1)
 
 
 def calibration(predicted: Sequence[float], observed: Sequence[float], bins: int = 5) -> dict:
@@ -87,13 +80,14 @@ def calibration(predicted: Sequence[float], observed: Sequence[float], bins: int
 
 
 def prefix_values(params, model: ModelConfig, tokenizer: Tokenizer,
-                  problems: Sequence[Countdown], prefixes: Sequence[str]) -> np.ndarray:
+                  problems: Sequence[Countdown], prefixes: Sequence[str], mesh=None) -> np.ndarray:
   """The PRM's value (sigmoid of the value head) at the end of each prefix: [P]."""
   rows = [tokenizer.encode(p.prompt() + prefix, bos=True) for p, prefix in zip(problems, prefixes)]
-  lengths = np.asarray([len(r) for r in rows], np.int32)
-  pre = jax.jit(sampling.prefill, static_argnums=1)(params, model, pad_batch(rows, model.max_len),
-                                                    lengths)
-  return np.asarray(jax.nn.sigmoid(pre.value_logits_B))
+  _, rows, real = next(fixed_size_chunks(rows, scale.chunk_size(len(rows), mesh)))
+  batch = scale.shard_batch((pad_batch(rows, model.max_len),
+                             np.asarray([len(r) for r in rows], np.int32)), mesh)
+  pre = jax.jit(sampling.prefill, static_argnums=1)(params, model, *batch)
+  return scale.to_host(jax.nn.sigmoid(pre.value_logits_B))[:real]
 
 
 def random_prefixes(problems: Sequence[Countdown], depth_range: tuple[int, int],

@@ -123,13 +123,16 @@ def check_fits(config: ModelConfig, prompt_width: int, sampling: SamplingConfig)
         f"model's max_len {config.max_len}; shorten one or build a model with a longer context")
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling"))
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "group_size"))
 def sample(params, rng, prompt_BxP, prompt_lengths_B, *, config: ModelConfig,
-           sampling: SamplingConfig) -> Samples:
-  """Prefill then decode: the batched, KV-cached sampler."""
+           sampling: SamplingConfig, group_size: int = 1) -> Samples:
+  """Prefill then decode: the batched, KV-cached sampler. With `group_size` G each prompt
+  is prefilled once and its cache copied G times: row b*G + g is sample g of prompt b."""
   check_fits(config, prompt_BxP.shape[1], sampling)
-  return decode(params, config, rng, prefill(params, config, prompt_BxP, prompt_lengths_B),
-                sampling)
+  prefilled = prefill(params, config, prompt_BxP, prompt_lengths_B)
+  if group_size > 1:
+    prefilled = repeat(prefilled, group_size)
+  return decode(params, config, rng, prefilled, sampling)
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

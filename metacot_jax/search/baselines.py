@@ -32,7 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metacot_jax.data.tokenizer import Tokenizer, pad_batch
+from metacot_jax import scale
+from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search import step_mdp
@@ -449,31 +450,34 @@ def _best_of_rows(rows: SearchOutput, values_BN, *, n: int) -> SearchOutput:
 
 
 def sample_n(params, rng, problems: Sequence[Countdown], tokenizer: Tokenizer, model: ModelConfig,
-             n: int, max_new_tokens: int, temperature: float = 1.0) -> SampleSet:
+             n: int, max_new_tokens: int, temperature: float = 1.0, mesh=None) -> SampleSet:
   """N sampled solutions per problem in one jitted batched call; verdicts and compute.
 
   Rows are the prompts repeated n times (each row prefilled on its own: 1 prefill +
-  one forward per generated token). Verdicts verify the last `Answer:` line of a
-  generation that ended (at `<eos>`); a cut-off one has no answer.
+  one forward per generated token), split over the `data` axis of `mesh` if given.
+  Verdicts verify the last `Answer:` line of a generation that ended (at `<eos>`); a
+  cut-off one has no answer.
   """
   if n < 1:
     raise ValueError(f"n must be at least 1, got {n}")
   prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
   rows = [p for p in prompts for _ in range(n)]
+  _, padded, real = next(fixed_size_chunks(rows, scale.chunk_size(len(rows), mesh)))
   width = max(len(p) for p in rows)
   cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
   sampling.check_fits(model, width, cfg)
-  lengths = np.asarray([len(p) for p in rows], np.int32)
+  lengths = np.asarray([len(p) for p in padded], np.int32)
+  prompts_BxW, full_BxT, lengths = scale.shard_batch(
+      (pad_batch(padded, width), pad_batch(padded, model.max_len), lengths), mesh)
   policy, _ = step_mdp.split_params(params)
-  out = sampling.sample(policy, rng, pad_batch(rows, width), lengths, config=model, sampling=cfg)
-  outputs, values = _solution_rows_jit(params, pad_batch(rows, model.max_len), lengths, out,
-                                       model=model, newline_id=tokenizer.newline_id,
+  out = sampling.sample(policy, rng, prompts_BxW, lengths, config=model, sampling=cfg)
+  outputs, values = _solution_rows_jit(params, full_BxT, lengths, out, model=model,
+                                       newline_id=tokenizer.newline_id,
                                        answer_id=tokenizer.id_of("Answer: "))
+  out, outputs, values = jax.tree.map(lambda x: x[:real], scale.to_host((out, outputs, values)))
   best = _best_of_rows(outputs, values, n=n)
-  tokens = np.asarray(out.tokens_BxN)
-  texts = [tokenizer.decode(row) for row in tokens]
-  stopped = np.asarray(out.stopped_B)
-  answers = [final_answer(t) if done else "" for t, done in zip(texts, stopped)]
+  texts = [tokenizer.decode(row) for row in out.tokens_BxN]
+  answers = [final_answer(t) if done else "" for t, done in zip(texts, out.stopped_B)]
   correct = np.array([problems[i // n].verify(a).ok for i, a in enumerate(answers)])
   bsz = len(problems)
   group = lambda xs: [list(xs[i * n:(i + 1) * n]) for i in range(bsz)]

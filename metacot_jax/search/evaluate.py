@@ -1,7 +1,8 @@
 """Runs a jitted search method over a list of problems in fixed-size batches.
 
 The last batch is padded with repeats (one compiled shape for every batch); the
-padding is dropped before summarizing.
+padding is dropped before summarizing. With a mesh, each batch is split over its
+`data` axis (the batch size rounded up to a multiple of the devices).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 
+from metacot_jax import scale
 from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search import mcts, results, step_mdp
@@ -22,12 +24,13 @@ from metacot_jax.tasks.countdown import Countdown
 
 def batched(method: Callable[[jax.Array, step_mdp.Node], SearchOutput],
             problems: Sequence[Countdown], tokenizer: Tokenizer, model: ModelConfig,
-            search: SearchConfig, *, batch_size: int, seed: int) -> dict:
+            search: SearchConfig, *, batch_size: int, seed: int, mesh=None) -> dict:
   """`method(rng, roots) -> SearchOutput` over all problems; returns `results.summarize`."""
   outputs, prompt_lengths = [], []
-  for start, chunk, real in fixed_size_chunks(problems, batch_size):
+  for start, chunk, real in fixed_size_chunks(problems, scale.chunk_size(batch_size, mesh)):
     roots = step_mdp.root_nodes(chunk, tokenizer, model, search)
-    out = jax.device_get(method(jax.random.fold_in(jax.random.PRNGKey(seed), start), roots))
+    rng = jax.random.fold_in(jax.random.PRNGKey(seed), start)
+    out = scale.to_host(method(rng, scale.shard_batch(roots, mesh)))
     outputs.append(jax.tree.map(lambda x: x[:real], out))
     prompt_lengths += list(roots.length[:real])
   merged = SearchOutput(*[np.concatenate(xs) for xs in zip(*outputs)])

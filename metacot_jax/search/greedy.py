@@ -7,6 +7,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from metacot_jax import scale
 from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
@@ -19,30 +20,39 @@ def final_answer(text: str) -> str:
   return lines[-1] if lines else ""
 
 
+def sample_prompts(params, config: ModelConfig, prompts: Sequence[Sequence[int]],
+                   cfg: sampling.SamplingConfig, rng: jax.Array, *, batch_size: int,
+                   group_size: int = 1, mesh=None) -> sampling.Samples:
+  """`group_size` samples of every prompt as host arrays (row i*G + g is sample g of prompt
+  i), in fixed-size chunks of prompts (one compile), each split over `mesh` if given."""
+  width = max(len(p) for p in prompts)
+  sampling.check_fits(config, width, cfg)
+  parts = []
+  for start, chunk, real in fixed_size_chunks(prompts, scale.chunk_size(batch_size, mesh)):
+    batch = scale.shard_batch((pad_batch(chunk, width),
+                               np.asarray([len(p) for p in chunk], np.int32)), mesh)
+    out = sampling.sample(params, jax.random.fold_in(rng, start), *batch, config=config,
+                          sampling=cfg, group_size=group_size)
+    parts.append(jax.tree.map(lambda x: x[:real * group_size], scale.to_host(out)))
+  return sampling.Samples(*[np.concatenate(xs) for xs in zip(*parts)])
+
+
 def generate(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
              *, max_new_tokens: int, batch_size: int = 64, temperature: float = 0.0,
-             rng: jax.Array | None = None) -> list[str]:
-  """One generation per problem, until `<eos>`; batched in fixed-size chunks (one compile)."""
+             rng: jax.Array | None = None, mesh=None) -> list[str]:
+  """One generation per problem, until `<eos>` (greedy by default)."""
   prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
-  width = max(len(p) for p in prompts)
   cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
-  sampling.check_fits(config, width, cfg)
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  texts = []
-  for start, chunk, real in fixed_size_chunks(prompts, batch_size):
-    out = sampling.sample(params, jax.random.fold_in(rng, start), pad_batch(chunk, width),
-                          np.asarray([len(p) for p in chunk], np.int32), config=config,
-                          sampling=cfg)
-    tokens = np.asarray(out.tokens_BxN)
-    texts += [tokenizer.decode(row) for row in tokens[:real]]
-  return texts
+  out = sample_prompts(params, config, prompts, cfg, rng, batch_size=batch_size, mesh=mesh)
+  return [tokenizer.decode(row) for row in out.tokens_BxN]
 
 
 def greedy_accuracy(params, config: ModelConfig, tokenizer: Tokenizer,
                     problems: Sequence[Countdown], *, max_new_tokens: int,
-                    batch_size: int = 64) -> tuple[float, list[str]]:
+                    batch_size: int = 64, mesh=None) -> tuple[float, list[str]]:
   """Fraction of problems whose greedy generation's final answer verifies."""
   texts = generate(params, config, tokenizer, problems, max_new_tokens=max_new_tokens,
-                   batch_size=batch_size)
+                   batch_size=batch_size, mesh=mesh)
   correct = [p.verify(final_answer(t)).ok for p, t in zip(problems, texts)]
   return float(np.mean(correct)), texts

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from metacot_jax import scale
 from metacot_jax.train.checkpoint import Checkpoints
 
 
@@ -30,12 +31,17 @@ def train(state, data: dict[str, np.ndarray], step_fn: Callable, *, num_steps: i
           batch_size: int, seed: int, checkpoints: Checkpoints | None = None,
           checkpoint_every: int = 200, config_to_save: dict | None = None,
           log_fn: Callable[[int, dict], None] | None = None, log_every: int = 50,
-          desc: str = "train"):
+          desc: str = "train", mesh=None):
   """Runs `state, metrics = step_fn(state, batch)` until `state.step == num_steps`.
 
-  Resumes from `checkpoints` when they hold a later step than `state`.
+  Resumes from `checkpoints` when they hold a later step than `state`. With a `mesh`,
+  the state is replicated and each batch split over its `data` axis.
   """
   num_examples = len(next(iter(data.values())))
+  if batch_size % scale.mesh_size(mesh):
+    raise ValueError(f"batch size {batch_size} does not divide over {scale.mesh_size(mesh)} "
+                     "devices; use a multiple of the device count")
+  state = scale.replicate(state, mesh)
   if checkpoints is not None:
     latest = checkpoints.latest_step()
     if latest is not None and latest > int(state.step):
@@ -45,7 +51,8 @@ def train(state, data: dict[str, np.ndarray], step_fn: Callable, *, num_steps: i
   with tqdm(total=num_steps, initial=start, desc=desc, leave=False, mininterval=2.0) as bar:
     for step in range(start, num_steps):
       idx = batch_indices(num_examples, batch_size, seed, step)
-      state, metrics = step_fn(state, {k: v[idx] for k, v in data.items()})
+      state, metrics = step_fn(state, scale.shard_batch({k: v[idx] for k, v in data.items()},
+                                                        mesh))
       bar.update(1)
       if log_fn is not None and ((step + 1) % log_every == 0 or step + 1 == num_steps):
         log_fn(step + 1, jax.device_get(metrics))

@@ -132,7 +132,9 @@ def rl_loss(params, ref_params, batch: dict, config: ModelConfig, loss: LossConf
   """Token-mean of -(clipped surrogate) + beta * KL over the generated tokens.
 
   batch: tokens [B, L] (prompt then generation), mask [B, L] (1 where a generated
-  token is predicted), advantages [B], old_logprobs [B, L] (of the rollout policy).
+  token is predicted), advantages [B], and optionally old_logprobs [B, L] of the
+  rollout policy. Without them the step is on-policy (one epoch): pi_old is pi under
+  stop_gradient, so the ratio is exactly 1 and no extra forward pass is needed.
   """
   tokens, mask = batch["tokens"], batch["mask"]
   logits, _, _ = forward(params, config, tokens)
@@ -142,7 +144,9 @@ def rl_loss(params, ref_params, batch: dict, config: ModelConfig, loss: LossConf
   logp_BxL = token_logprobs_from_logits(logits, tokens)
   kl_BxL = jnp.pad(token_kl(logits[:, :-1], ref_logits[:, :-1]), ((0, 0), (1, 0)))
   entropy_BxL = jnp.pad(token_entropy(logits[:, :-1]), ((0, 0), (1, 0)))
-  ratio_BxL = jnp.exp(logp_BxL - batch["old_logprobs"])
+  old_BxL = batch.get("old_logprobs")
+  old_BxL = jax.lax.stop_gradient(logp_BxL) if old_BxL is None else old_BxL
+  ratio_BxL = jnp.exp(logp_BxL - old_BxL)
   surrogate_BxL = clipped_surrogate(ratio_BxL, batch["advantages"][:, None], loss.clip_eps)
   count = jnp.maximum(jnp.sum(mask), 1.0)
   mean = lambda x: jnp.sum(x * mask) / count

@@ -4,7 +4,9 @@ Each update samples `problems_per_update` training problems (depending only on
 (seed, update), like the SFT loop's batches), draws G whole generations per
 problem in one jitted, KV-cached call, scores them on the host with a reward
 function (the task's verifier: it reads text, once per update), turns rewards
-into discounted returns and group advantages, and takes `epochs` jitted steps.
+into discounted returns and group advantages, and takes `epochs` jitted steps
+(with one epoch the rollout policy is the policy being updated: no old log-probs).
+With a mesh, the update's problems are split over its `data` axis.
 A run killed after a checkpoint resumes at the next update and replays exactly
 the updates an uninterrupted run takes.
 """
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from metacot_jax import scale
 from metacot_jax.data.tokenizer import pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
@@ -41,12 +44,10 @@ class Rollout(NamedTuple):
 def rollout(params, rng, prompts_BxP, prompt_lengths_B, *, config: ModelConfig,
             sampling_config: sampling.SamplingConfig, group_size: int) -> Rollout:
   """G sampled generations per prompt: one prefill per prompt, its cache copied G times."""
-  sampling.check_fits(config, prompts_BxP.shape[1], sampling_config)
-  prefilled = sampling.repeat(sampling.prefill(params, config, prompts_BxP, prompt_lengths_B),
-                              group_size)
-  out = sampling.decode(params, config, rng, prefilled, sampling_config)
+  out = sampling.sample(params, rng, prompts_BxP, prompt_lengths_B, config=config,
+                        sampling=sampling_config, group_size=group_size)
   prompts = jnp.repeat(prompts_BxP, group_size, axis=0)
-  starts_B = prefilled.positions_B
+  starts_B = jnp.repeat(prompt_lengths_B, group_size)
   rows, n = prompts.shape[0], sampling_config.max_new_tokens
   tokens = jnp.pad(prompts, ((0, 0), (0, n)))
   tokens = tokens.at[jnp.arange(rows)[:, None], starts_B[:, None] + jnp.arange(n)].set(
@@ -58,15 +59,17 @@ def rollout(params, rng, prompts_BxP, prompt_lengths_B, *, config: ModelConfig,
 
 def rollout_batch(rollout_out: Rollout, rewards_B, trace_lengths_B, old_logprobs_BxL,
                   cfg: rl.RLConfig) -> tuple[dict, dict]:
-  """The update's batch (tokens, mask, advantages, old log-probs) and its statistics:
-  accuracy (mean reward r), mean return gamma^|Z| r, mean |Z|, generated tokens, and the
-  fraction of groups whose samples disagree (the only ones with a gradient)."""
+  """The update's batch (tokens, mask, advantages; old log-probs unless None) and its
+  statistics: accuracy (mean reward r), mean return gamma^|Z| r, mean |Z|, generated
+  tokens, and the fraction of groups whose samples disagree (the only ones with a gradient)."""
   returns_B = rl.discounted_returns(jnp.asarray(rewards_B, jnp.float32),
                                     jnp.asarray(trace_lengths_B), cfg.gamma)
   advantages_B = rl.group_advantages(returns_B.reshape(-1, cfg.group_size),
                                      cfg.estimator).reshape(-1)
   batch = {"tokens": rollout_out.tokens_BxL, "mask": rollout_out.mask_BxL,
-           "advantages": advantages_B, "old_logprobs": old_logprobs_BxL}
+           "advantages": advantages_B}
+  if old_logprobs_BxL is not None:
+    batch["old_logprobs"] = old_logprobs_BxL
   stats = {"accuracy": float(np.mean(rewards_B)), "return": float(jnp.mean(returns_B)),
            "trace_length": float(np.mean(trace_lengths_B)),
            "generated_tokens": float(jnp.mean(rollout_out.lengths_B)),
@@ -80,7 +83,7 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
              problems_per_update: int, seed: int, checkpoints: Checkpoints | None = None,
              checkpoint_every: int = 10, config_to_save: dict | None = None,
              log_fn: Callable[[int, dict], None] | None = None, stop_ids: tuple[int, ...] = (),
-             desc: str = "rl"):
+             desc: str = "rl", mesh=None):
   """Runs updates until `num_updates`; returns (state, metrics of the last update).
 
   `prompts` are token ids of the training problems (their index is the problem id
@@ -92,6 +95,10 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
   sampling.check_fits(config, width, sampling_config)
   all_prompts = pad_batch(prompts, width)
   all_lengths = np.asarray([len(p) for p in prompts], np.int32)
+  if problems_per_update % scale.mesh_size(mesh):
+    raise ValueError(f"problems_per_update={problems_per_update} does not divide over "
+                     f"{scale.mesh_size(mesh)} devices; use a multiple of the device count")
+  state, ref_params = scale.replicate((state, ref_params), mesh)
   if checkpoints is not None:
     latest = checkpoints.latest_step()
     if latest is not None and latest > int(state.step):
@@ -103,11 +110,13 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
     for update in range(start, num_updates):
       ids = batch_indices(len(prompts), problems_per_update, seed, update)
       rng = jax.random.fold_in(jax.random.PRNGKey(seed), update)
-      out = rollout(state.params, rng, all_prompts[ids], all_lengths[ids], config=config,
-                    sampling_config=sampling_config, group_size=cfg.group_size)
-      rewards, trace_lengths = reward_fn(np.repeat(ids, cfg.group_size),
-                                         np.asarray(out.generated_BxN), np.asarray(out.lengths_B))
-      old = rl.token_logprobs(state.params, out.tokens_BxL, config=config)
+      batch = scale.shard_batch((all_prompts[ids], all_lengths[ids]), mesh)
+      out = rollout(state.params, rng, *batch, config=config, sampling_config=sampling_config,
+                    group_size=cfg.group_size)
+      generated, lengths = scale.to_host((out.generated_BxN, out.lengths_B))
+      rewards, trace_lengths = reward_fn(np.repeat(ids, cfg.group_size), generated, lengths)
+      old = (rl.token_logprobs(state.params, out.tokens_BxL, config=config)
+             if cfg.epochs > 1 else None)
       batch, stats = rollout_batch(out, rewards, trace_lengths, old, cfg)
       for _ in range(cfg.epochs):
         state, step_metrics = step(state, ref_params, batch)
