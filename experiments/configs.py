@@ -30,10 +30,12 @@ def _model(max_len, d_model, num_layers, num_heads, d_ff):
                                         num_heads=num_heads, d_ff=d_ff))
 
 
-def _train(steps, batch_size, learning_rate, warmup_steps, checkpoint_every, length):
+def _train(steps, batch_size, learning_rate, warmup_steps, checkpoint_every, length,
+           micro_batches=1):
   return ml_collections.ConfigDict(dict(
       steps=steps, batch_size=batch_size, learning_rate=learning_rate,
-      warmup_steps=warmup_steps, checkpoint_every=checkpoint_every, length=length))
+      warmup_steps=warmup_steps, checkpoint_every=checkpoint_every, length=length,
+      micro_batches=micro_batches))
 
 
 def get_config(preset: str = "default") -> ml_collections.ConfigDict:
@@ -107,6 +109,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.rl.estimator = "loo"  # 'loo' | 'grpo'
   c.rl.clip_eps = 0.2  # PPO clip (0 = plain REINFORCE)
   c.rl.epochs = 1
+  c.rl.micro_batches = 1  # each update's gradient in this many slices of its rollouts (memory)
   c.rl.max_new_tokens = 150
   c.rl.updates = 12
   c.rl.problems_per_update = 8
@@ -147,7 +150,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.star.train_puzzles = 900
     c.star.pairs_puzzles = 100
     c.sft = _train(20_000, 256, 1e-3, 500, 1000, 96)
-    c.metacot_sft = _train(20_000, 256, 1e-3, 500, 1000, 512)
+    # micro-batches keep one device's activations near 15-25 GB (python -m
+    # experiments.bench_memory: without them Meta-CoT SFT needs 111 GB, RL 389 GB)
+    c.metacot_sft = _train(20_000, 256, 1e-3, 500, 1000, 512, micro_batches=8)
     c.metacot_sft.init_from_cot = True
     c.search.num_candidates = 8
     c.search.simulations = (4, 8, 16, 32, 64)
@@ -155,9 +160,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.baselines.samples = 64
     c.search.batch_size = 100
     c.star.rounds, c.star.simulations = 3, 32
-    c.star.sft = _train(4000, 256, 3e-4, 100, 500, 512)
-    c.star.alphazero = _train(500, 256, 3e-4, 20, 250, 0)
+    c.star.sft = _train(4000, 256, 3e-4, 100, 500, 512, micro_batches=8)
+    c.star.alphazero = _train(500, 256, 3e-4, 20, 250, 0, micro_batches=4)
     c.rl.updates, c.rl.problems_per_update, c.rl.group_size = 500, 64, 16
     c.rl.max_new_tokens = 450
+    c.rl.micro_batches = 32
     c.rl.train_puzzles = 900
   return c

@@ -19,6 +19,7 @@ and `JAX_PROCESS_ID` set (or on a TPU pod / under SLURM), on several.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 
 import jax
@@ -116,7 +117,9 @@ def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, mesh, init
   if checkpoints.latest_step() == tc.steps:
     state = checkpoints.restore(state)[1]
   else:
-    step = step or functools.partial(sft_step, config=model, value_weight=cfg.value_weight)
+    step = functools.partial(step or functools.partial(sft_step, config=model,
+                                                       value_weight=cfg.value_weight),
+                             micro_batches=tc.micro_batches)
     state, _ = train(state, data_fn(), step, num_steps=tc.steps, batch_size=tc.batch_size,
                      seed=cfg.seed, checkpoints=checkpoints,
                      checkpoint_every=tc.checkpoint_every, config_to_save=cfg.to_dict(),
@@ -177,7 +180,8 @@ def reinforce(cfg, run: RunDir, name: str, model: ModelConfig, reference, gamma:
   c = cfg.rl
   rl_cfg = RLConfig(gamma=gamma, length_unit=c.length_unit, beta=c.beta,
                     group_size=c.group_size, estimator=c.estimator, clip_eps=c.clip_eps,
-                    epochs=c.epochs, max_new_tokens=c.max_new_tokens)
+                    epochs=c.epochs, max_new_tokens=c.max_new_tokens,
+                    micro_batches=c.micro_batches)
   steps = c.updates * c.epochs
   opt = OptimizerConfig(learning_rate=c.learning_rate, warmup_steps=min(5, steps),
                         total_steps=steps, end_lr_fraction=1.0)
@@ -212,21 +216,24 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
 
 
 def check_batches_divide(cfg, devices: int):
-  """Training batches split evenly over the devices (evaluation batches are padded):
-  fails before any work with the fields to change."""
-  fields = {"sft.batch_size": cfg.sft.batch_size,
-            "metacot_sft.batch_size": cfg.metacot_sft.batch_size,
-            "star.sft.batch_size": cfg.star.sft.batch_size,
-            "rl.problems_per_update": cfg.rl.problems_per_update}
+  """Training batches split evenly over the devices, and each micro-batch too (evaluation
+  batches are padded): fails before any work with the fields to change."""
+  phases = {"sft": cfg.sft, "metacot_sft": cfg.metacot_sft, "star.sft": cfg.star.sft}
   if cfg.star.alphazero.steps:
-    fields["star.alphazero.batch_size"] = cfg.star.alphazero.batch_size
-  bad = {k: v for k, v in fields.items() if v % devices}
+    phases["star.alphazero"] = cfg.star.alphazero
+  # (flag, value, the multiple it must be): rows split over devices, then into micro-batches
+  fields = [(f"{k}.batch_size", c.batch_size, devices * c.micro_batches)
+            for k, c in phases.items()]
+  rows = devices * cfg.rl.micro_batches  # the rollouts: problems_per_update x group_size rows
+  fields.append(("rl.problems_per_update", cfg.rl.problems_per_update,
+                 math.lcm(devices, rows // math.gcd(rows, cfg.rl.group_size))))
+  bad = [(flag, value, unit) for flag, value, unit in fields if value % unit]
   if bad:
     raise app.UsageError(
-        f"these batch sizes do not divide over the {devices} devices: "
-        + ", ".join(f"{k}={v}" for k, v in bad.items())
-        + f"; set them to multiples of {devices}, e.g. --config.{next(iter(bad))}="
-        + str(-(-next(iter(bad.values())) // devices) * devices))
+        f"batches must split evenly over {devices} device(s) and their micro_batches: "
+        + ", ".join(f"{flag}={value} is not a multiple of {unit}" for flag, value, unit in bad)
+        + "; e.g. " + " ".join(f"--config.{flag}={-(-value // unit) * unit}"
+                               for flag, value, unit in bad))
 
 
 def search_config(cfg, use_verifier: bool) -> SearchConfig:

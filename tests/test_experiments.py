@@ -103,6 +103,11 @@ def test_batch_sizes_that_do_not_divide_over_the_devices_fail_before_work(tmp_pa
   assert done.returncode != 0
   assert "sft.batch_size=12" in done.stderr and "--config.sft.batch_size=16" in done.stderr
   assert not (tmp_path / "run" / "results.json").exists()
+  # and each micro-batch: 8 problems x 4 samples do not split into 3 slices
+  done = run_job(tmp_path / "run", *TINY, "--config.rl.micro_batches=3", timeout=120)
+  assert done.returncode != 0
+  assert "rl.problems_per_update=8 is not a multiple of 3" in done.stderr, done.stderr[-500:]
+  assert not (tmp_path / "run" / "results.json").exists()
 
 
 def test_killed_run_resumes_to_the_same_results(tmp_path, tiny_results):

@@ -389,8 +389,13 @@ def test_search_targets_are_the_search_weights_and_values(searched):
   solved = np.array([True, False, True, False])
   by_outcome = search_targets(roots, out, solved, "outcome")
   by_q = search_targets(roots, out, solved, "q")
-  for key in ("prefix", "prefix_len", "candidates", "cand_len", "cand_valid", "weights"):
+  for key in ("prefix_len", "candidates", "cand_len", "cand_valid", "weights"):
     np.testing.assert_array_equal(by_outcome[key], batch[key])
+  # prefixes are cut to the longest root: what is cut off is padding
+  width = by_outcome["prefix"].shape[1]
+  assert width == batch["prefix_len"].max() < MODEL.max_len
+  np.testing.assert_array_equal(by_outcome["prefix"], batch["prefix"][:, :width])
+  assert not batch["prefix"][:, width:].any()
   np.testing.assert_array_equal(by_outcome["outcome"], [1.0, 0.0, 1.0, 0.0])
   np.testing.assert_allclose(by_q["outcome"], batch["outcome"])  # the root's Q-value
   with pytest.raises(ValueError, match="value_target"):
@@ -510,6 +515,19 @@ class AlphaZeroTest(chex.TestCase):
     hand = _hand_candidate_logprobs(params, {**batch, "cand_len": cut}, pairs)
     b, k = np.array(pairs).T
     np.testing.assert_allclose(np.asarray(choice)[b, k], hand, rtol=1e-4, atol=1e-4)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_trimmed_prefixes_score_like_full_width_ones(self):
+    _, params, roots, out, batch = _searched()
+    trimmed = search_targets(roots, out, np.zeros(len(PUZZLES), bool))
+    trimmed["outcome"] = batch["outcome"]
+    assert trimmed["prefix"].shape[1] < batch["prefix"].shape[1]
+    np.testing.assert_allclose(self.variant(_both_logprobs)(params, *(trimmed[k] for k in (
+        "prefix", "prefix_len", "candidates", "cand_len")))[0], self.variant(_both_logprobs)(
+            params, *(batch[k] for k in ("prefix", "prefix_len", "candidates", "cand_len")))[0],
+        rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(self.variant(_loss)(params, trimmed)[0],
+                               self.variant(_loss)(params, batch)[0], rtol=1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_alphazero_loss_by_hand(self):

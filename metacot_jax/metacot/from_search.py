@@ -87,5 +87,8 @@ def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Se
           continue
     batch = alphazero.search_targets(roots, policy_output, solved, value_target)
     targets.append({k: v[:real] for k, v in batch.items()})
+  width = max(t["prefix"].shape[1] for t in targets)  # chunks' prefixes differ in width
+  for t in targets:
+    t["prefix"] = np.pad(t["prefix"], ((0, 0), (0, width - t["prefix"].shape[1])))
   return out, {k: np.concatenate([t[k] for t in targets]) for k in targets[0]}
 

@@ -18,6 +18,7 @@ import optax
 
 from metacot_jax.models.transformer import ModelConfig, forward
 from metacot_jax.train.state import TrainState
+from metacot_jax.train.steps import micro_batch_grads
 
 
 def candidate_logprobs(params, config: ModelConfig, prefix_BxT, prefix_len_B, cand_BxKxS,
@@ -29,7 +30,9 @@ def candidate_logprobs(params, config: ModelConfig, prefix_BxT, prefix_len_B, ca
   so that pushing an unchosen candidate down never unlearns a correct result.
   """
   b, k, s = cand_BxKxS.shape
-  t = prefix_BxT.shape[1]
+  # room for the longest prefix and a candidate after it (a trimmed prefix array is short)
+  t = min(prefix_BxT.shape[1] + s, config.max_len)
+  prefix_BxT = jnp.pad(prefix_BxT, ((0, 0), (0, max(0, t - prefix_BxT.shape[1]))))[:, :t]
   pos_T = jnp.arange(t)
   offset_BxKxT = pos_T[None, None] - prefix_len_B[:, None, None]
   cand_tok = jnp.take_along_axis(cand_BxKxS, jnp.clip(offset_BxKxT, 0, s - 1), axis=2)
@@ -52,14 +55,17 @@ VALUE_TARGETS = ("outcome", "q")
 def search_targets(roots, policy_output, solved_B, value_target: str = "outcome") -> dict:
   """The training batch of one mctx search (host arrays): the policy target at each root
   is mctx's `action_weights`; the value target is the search's outcome (did the tree
-  reach a verified answer) or its Q-value at the root (the MCTS estimate, in [0, 1])."""
+  reach a verified answer) or its Q-value at the root (the MCTS estimate, in [0, 1]).
+  Prefixes are cut to the longest root (the rest is padding), which `candidate_logprobs`
+  extends by one candidate's width: the step's cost follows the prompts, not `max_len`."""
   if value_target not in VALUE_TARGETS:
     raise ValueError(f"value_target must be one of {VALUE_TARGETS}, got {value_target!r}")
   if value_target == "outcome":
     value = np.asarray(solved_B, np.float32)
   else:
     value = np.clip(np.asarray(policy_output.search_tree.node_values[:, 0], np.float32), 0, 1)
-  return {"prefix": np.asarray(roots.tokens), "prefix_len": np.asarray(roots.length),
+  width = int(np.max(roots.length))
+  return {"prefix": np.asarray(roots.tokens)[:, :width], "prefix_len": np.asarray(roots.length),
           "candidates": np.asarray(roots.cand_tokens), "cand_len": np.asarray(roots.cand_lengths),
           "cand_valid": np.asarray(roots.cand_valid),
           "weights": np.asarray(policy_output.action_weights, np.float32), "outcome": value}
@@ -81,11 +87,12 @@ def alphazero_loss(params, batch, config: ModelConfig, value_weight: float, choi
                                                    "value_loss": value_loss}
 
 
-@functools.partial(jax.jit, static_argnames=("config", "value_weight", "choice_id"),
-                   donate_argnums=0)
+@functools.partial(jax.jit, static_argnames=("config", "value_weight", "choice_id",
+                                             "micro_batches"), donate_argnums=0)
 def alphazero_step(state: TrainState, batch: dict, *, config: ModelConfig,
-                   value_weight: float = 1.0, choice_id: int = -1):
+                   value_weight: float = 1.0, choice_id: int = -1, micro_batches: int = 1):
   """One step on `alphazero_loss`; `choice_id` as in `candidate_logprobs`."""
-  (loss, metrics), grads = jax.value_and_grad(alphazero_loss, has_aux=True)(
-      state.params, batch, config, value_weight, choice_id)
+  (loss, metrics), grads = micro_batch_grads(
+      lambda p, b: alphazero_loss(p, b, config, value_weight, choice_id), state.params, batch,
+      micro_batches)
   return state.apply_gradients(grads=grads), {**metrics, "loss": loss}

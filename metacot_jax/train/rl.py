@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from metacot_jax.models.transformer import ModelConfig, forward
 from metacot_jax.train.state import TrainState
+from metacot_jax.train.steps import grad_norm, micro_batch_grads
 
 ESTIMATORS = ("loo", "grpo")
 LENGTH_UNITS = ("tokens", "steps")
@@ -42,6 +43,7 @@ class RLConfig:
   epochs: int = 1  # optimiser steps on each batch of rollouts (> 1 wants clip_eps > 0)
   temperature: float = 1.0  # sampling temperature of the rollouts
   max_new_tokens: int = 128
+  micro_batches: int = 1  # gradient of each update's rollouts in this many slices (memory)
 
   def __post_init__(self):
     if not 0.0 < self.gamma <= 1.0:
@@ -55,6 +57,8 @@ class RLConfig:
     if self.group_size < 2:
       raise ValueError(f"group_size must be >= 2 (the baseline needs the other samples of "
                        f"a problem), got {self.group_size}")
+    if self.micro_batches < 1:
+      raise ValueError(f"micro_batches must be >= 1, got {self.micro_batches}")
     if self.clip_eps < 0 or self.epochs < 1:
       raise ValueError(f"need clip_eps >= 0 and epochs >= 1, got {self.clip_eps}, {self.epochs}")
     if self.temperature <= 0:
@@ -157,12 +161,12 @@ def rl_loss(params, ref_params, batch: dict, config: ModelConfig, loss: LossConf
   return pg_loss + loss.beta * kl, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("config", "loss"), donate_argnums=0)
+@functools.partial(jax.jit, static_argnames=("config", "loss", "micro_batches"),
+                   donate_argnums=0)
 def rl_step(state: TrainState, ref_params, batch: dict, *, config: ModelConfig,
-            loss: LossConfig):
+            loss: LossConfig, micro_batches: int = 1):
   """One optimiser step on `rl_loss`; the reference policy is frozen."""
-  (value, metrics), grads = jax.value_and_grad(rl_loss, has_aux=True)(
-      state.params, ref_params, batch, config, loss)
-  metrics |= {"loss": value,
-              "grad_norm": jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(grads)))}
+  (value, metrics), grads = micro_batch_grads(
+      lambda p, b: rl_loss(p, ref_params, b, config, loss), state.params, batch, micro_batches)
+  metrics |= {"loss": value, "grad_norm": grad_norm(grads)}
   return state.apply_gradients(grads=grads), metrics

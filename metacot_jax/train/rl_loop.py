@@ -104,7 +104,8 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
     if latest is not None and latest > int(state.step):
       state = checkpoints.restore(state, latest)[1]
   start = int(state.step) // cfg.epochs
-  step = functools.partial(rl.rl_step, config=config, loss=cfg.loss)
+  step = functools.partial(rl.rl_step, config=config, loss=cfg.loss,
+                          micro_batches=cfg.micro_batches)
   metrics = {}
   with tqdm(total=num_updates, initial=start, desc=desc, leave=False, mininterval=2.0) as bar:
     for update in range(start, num_updates):
