@@ -150,8 +150,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.star.train_puzzles = 900
     c.star.pairs_puzzles = 100
     c.sft = _train(20_000, 256, 1e-3, 500, 1000, 96)
-    # micro-batches keep one device's activations near 15-25 GB (python -m
-    # experiments.bench_memory: without them Meta-CoT SFT needs 111 GB, RL 389 GB)
+    # micro-batches keep one device's activations at 9-14 GB (python -m
+    # experiments.bench_memory: without them Meta-CoT SFT needs 111.5 GB, RL 391.7 GB)
     c.metacot_sft = _train(20_000, 256, 1e-3, 500, 1000, 512, micro_batches=8)
     c.metacot_sft.init_from_cot = True
     c.search.num_candidates = 8

@@ -233,7 +233,8 @@ def check_batches_divide(cfg, devices: int):
         f"batches must split evenly over {devices} device(s) and their micro_batches: "
         + ", ".join(f"{flag}={value} is not a multiple of {unit}" for flag, value, unit in bad)
         + "; e.g. " + " ".join(f"--config.{flag}={-(-value // unit) * unit}"
-                               for flag, value, unit in bad))
+                               for flag, value, unit in bad)
+        + ", or fewer micro_batches (they count slices of the whole batch, over all devices)")
 
 
 def search_config(cfg, use_verifier: bool) -> SearchConfig:
@@ -357,8 +358,8 @@ def main(argv):
           policies[-1], metacot_model, tokenizer, star_p, star_search, star_mcts,
           batch_size=cfg.search.batch_size, seed=cfg.seed + r,
           value_target=cfg.star.value_target, mesh=mesh)
-      if scale.is_primary():  # before the SFT starts: a resumed round finds it
-        np.savez(targets_path, **targets)
+      # before the SFT starts: a resumed round finds it
+      scale.on_primary(lambda: np.savez(targets_path, **targets))
       run.save(f"star/{r}/solved", [i for i, _ in found])
       traces = [(star_p[i], lines) for i, lines in found]
       if cfg.star.keep_round0:

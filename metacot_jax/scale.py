@@ -35,8 +35,8 @@ def initialize_distributed() -> bool:
       missing = ", ".join(k for k in PROCESS_ENV if k not in given)
       raise ValueError(f"a multi-host launch needs all of {', '.join(PROCESS_ENV)}; "
                        f"{missing} is not set")
-    if os.environ.get("JAX_PLATFORMS", "").startswith("cpu"):
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # CPU devices talk across processes through gloo (no effect on GPU or TPU collectives)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"],
                                num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                                process_id=int(os.environ["JAX_PROCESS_ID"]))
@@ -50,6 +50,15 @@ def initialize_distributed() -> bool:
 def is_primary() -> bool:
   """Whether this process writes shared files (results, logs): process 0."""
   return jax.process_index() == 0
+
+
+def on_primary(fn) -> None:
+  """`fn()` on process 0 only (e.g. writing a file), then a barrier: afterwards every
+  process can read what it wrote."""
+  if is_primary():
+    fn()
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("on_primary")
 
 
 def primary_first(fn):
@@ -77,7 +86,8 @@ def mesh_size(mesh: Mesh | None) -> int:
 
 
 def chunk_size(batch_size: int, mesh: Mesh | None) -> int:
-  """`batch_size` rounded up to a multiple of the mesh's devices (for padded evaluation batches)."""
+  """`batch_size` rounded up to a multiple of the mesh's devices: the padded shape of an
+  evaluation chunk of `batch_size` items (the chunks themselves do not change)."""
   n = mesh_size(mesh)
   return -(-batch_size // n) * n
 

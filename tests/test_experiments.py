@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from experiments import sweep
+from tests.processes import run_hosts
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_JOB = "tests.scripts.fake_job"
@@ -24,12 +24,6 @@ TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_
         "--config.star.simulations=2", "--config.rl.updates=3", "--config.rl.checkpoint_every=1",
         "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60",
         "--config.search.hard_puzzles=5", "--config.rl.problems_per_update=8"]
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
 
 
 def run_job(workdir, *extra, timeout=900, devices=1, **env_extra):
@@ -84,16 +78,9 @@ def test_main_job_splits_batches_over_8_devices(tmp_path, tiny_results):
 @pytest.mark.slow
 def test_main_job_on_two_hosts(tmp_path, tiny_results):
   """The TINY run as two 4-device processes joined through jax.distributed (about 5 min)."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_COORDINATOR_ADDRESS=f"localhost:{_free_port()}", JAX_NUM_PROCESSES="2")
-  hosts = [subprocess.Popen([sys.executable, "-m", "experiments.game24_mcts",
-                             f"--workdir={tmp_path}", *TINY], cwd=REPO,
-                            env=dict(env, JAX_PROCESS_ID=str(i)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
-  for h in hosts:
-    _, err = h.communicate(timeout=1800)
-    assert h.returncode == 0, err[-3000:]
-  results = json.loads((tmp_path / "results.json").read_text())
+  run_hosts([sys.executable, "-m", "experiments.game24_mcts", f"--workdir={tmp_path / 'run'}",
+             *TINY], tmp_path / "logs", timeout=1800, cwd=REPO)
+  results = json.loads((tmp_path / "run" / "results.json").read_text())
   assert results["devices"] == {"count": 8, "processes": 2, "kind": "cpu"}
   assert set(results) == set(tiny_results)
 

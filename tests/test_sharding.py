@@ -4,48 +4,30 @@ The checks run in subprocesses (the device flag must precede JAX); the two-proce
 run joins through `jax.distributed.initialize` on localhost, as hosts of a pod do.
 """
 
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.processes import cpu_env, run_hosts
+
 SCRIPT = Path(__file__).parent / "scripts" / "sharded_check.py"
-
-
-def _env(devices: int, **extra) -> dict:
-  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-              JAX_PLATFORMS="cpu", **extra)
 
 
 def _parse(stdout: str) -> dict:
   return dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", params=["one_host", "two_hosts"])
-def report(request):
+def report(request, tmp_path_factory):
   if request.param == "one_host":
-    done = subprocess.run([sys.executable, str(SCRIPT)], env=_env(8), capture_output=True,
+    done = subprocess.run([sys.executable, str(SCRIPT)], env=cpu_env(8), capture_output=True,
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return _parse(done.stdout)
-  address = f"localhost:{_free_port()}"
-  hosts = [subprocess.Popen(
-      [sys.executable, str(SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      env=_env(4, JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i)))
-      for i in range(2)]
-  outputs = [h.communicate(timeout=900) for h in hosts]
-  for h, (_, err) in zip(hosts, outputs):
-    assert h.returncode == 0, err[-3000:]
-  first, second = (_parse(out) for out, _ in outputs)
+  first, second = (_parse(out) for out in run_hosts(
+      [sys.executable, str(SCRIPT)], tmp_path_factory.mktemp("hosts")))
   assert first == second  # every process computes and reads back the same global results
   return first
 

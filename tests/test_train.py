@@ -15,7 +15,7 @@ from metacot_jax.search.greedy import greedy_accuracy
 from metacot_jax.tasks import game24
 from metacot_jax.train import (Checkpoints, OptimizerConfig, batch_indices, create_train_state,
                                make_optimizer, masked_token_loss, sft_step, train, value_loss)
-from metacot_jax.train.steps import micro_batch_grads, sft_loss_fn
+from metacot_jax.train.steps import micro_batch_grads, sft_loss_fn, sft_totals
 
 
 _init_params = jax.jit(init_params, static_argnums=0)
@@ -275,38 +275,46 @@ def test_optimizer_schedule_builds_and_updates(warmup, total):
 
 class MicroBatchTest(chex.TestCase):
 
+  def setUp(self):
+    super().setUp()
+    self.model = ModelConfig(vocab_size=31, max_len=16, d_model=32, num_layers=1, num_heads=2,
+                             d_ff=64)
+    rng = np.random.default_rng(0)
+    mask = (np.arange(16)[None] < rng.integers(3, 17, size=(8, 1))).astype(np.float32)
+    self.batch = {"tokens": rng.integers(0, 31, size=(8, 16)).astype(np.int32),
+                  "loss_mask": mask,  # rows of different lengths: slices weigh differently
+                  "value_positions": rng.integers(0, 16, size=(8, 3)).astype(np.int32),
+                  "value_labels": rng.integers(0, 2, size=(8, 3)).astype(np.float32),
+                  "value_weights": (rng.random((8, 3)) < 0.6).astype(np.float32)}
+
   @chex.variants(with_jit=True, without_jit=True)
-  def test_micro_batch_grads_equal_the_whole_batch_when_slices_weigh_the_same(self):
-    model = ModelConfig(vocab_size=31, max_len=16, d_model=32, num_layers=1, num_heads=2,
-                        d_ff=64)
-    params = _init_params(model, jax.random.PRNGKey(0))
-    tokens = np.random.default_rng(0).integers(0, 31, size=(8, 16)).astype(np.int32)
-    batch = {"tokens": tokens, "loss_mask": np.ones((8, 16), np.float32)}  # equal token counts
-    loss_fn = functools.partial(sft_loss_fn, config=model, value_weight=0.0)
-    (whole, _), grads = self.variant(functools.partial(micro_batch_grads, loss_fn))(params, batch)
+  def test_micro_batch_grads_equal_the_whole_batch(self):
+    params = _init_params(self.model, jax.random.PRNGKey(0))
+    batch, totals = self.batch, sft_totals(self.batch)
+    whole_fn = functools.partial(sft_loss_fn, config=self.model, value_weight=0.5)
+    (whole, whole_metrics), grads = self.variant(
+        functools.partial(micro_batch_grads, whole_fn))(params, batch)
     for m in (2, 4):
+      sliced_fn = functools.partial(sft_loss_fn, config=self.model, value_weight=0.5,
+                                    totals=totals)
       (loss, metrics), sliced = self.variant(
-          functools.partial(micro_batch_grads, loss_fn, micro_batches=m))(params, batch)
+          functools.partial(micro_batch_grads, sliced_fn, micro_batches=m))(params, batch)
       chex.assert_shape(loss, ())
       np.testing.assert_allclose(loss, whole, rtol=1e-5)
-      assert float(metrics["tokens"]) == 8 * 15 / m  # per-slice metrics are averaged
+      chex.assert_trees_all_close(metrics, whole_metrics, rtol=1e-5)  # token count included
       chex.assert_trees_all_close(sliced, grads, atol=1e-6)
     with pytest.raises(ValueError, match="micro_batches=3"):
-      micro_batch_grads(loss_fn, params, batch, 3)
+      micro_batch_grads(whole_fn, params, batch, 3)
 
   def test_sft_step_in_micro_batches_takes_the_same_step(self):
-    model = ModelConfig(vocab_size=31, max_len=16, d_model=32, num_layers=1, num_heads=2,
-                        d_ff=64)
-    tokens = np.random.default_rng(1).integers(0, 31, size=(8, 16)).astype(np.int32)
-    batch = {"tokens": tokens, "loss_mask": np.ones((8, 16), np.float32)}
     opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=0, total_steps=4)
-    one, four = _state(model, opt, 0), _state(model, opt, 0)
-    loss_fn = jax.jit(functools.partial(sft_loss_fn, batch=batch, config=model, value_weight=0.0))
+    one, four = _state(self.model, opt, 0), _state(self.model, opt, 0)
+    loss_fn = jax.jit(functools.partial(sft_loss_fn, batch=self.batch, config=self.model,
+                                        value_weight=1.0))
     for _ in range(2):
-      one, m1 = sft_step(one, batch, config=model)
-      four, m4 = sft_step(four, batch, config=model, micro_batches=4)
-      np.testing.assert_allclose(m1["loss"], m4["loss"], rtol=1e-5)
-      np.testing.assert_allclose(m1["grad_norm"], m4["grad_norm"], rtol=1e-4)
+      one, m1 = sft_step(one, self.batch, config=self.model)
+      four, m4 = sft_step(four, self.batch, config=self.model, micro_batches=4)
+      chex.assert_trees_all_close(m1, m4, rtol=1e-5)
     # Adam turns float noise in zero gradients (the key bias) into lr-sized steps: compare
     # where the steps led, not every parameter
     after = float(loss_fn(one.params)[0])

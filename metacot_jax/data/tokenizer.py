@@ -110,11 +110,15 @@ def encode_sft_batch(tokenizer: Tokenizer, prompts: Sequence[str], completions: 
   }
 
 
-def fixed_size_chunks(items: Sequence, size: int):
-  """Yields (start, chunk, real): consecutive chunks of `size` items, the last padded with
-  repeats of its final item, so that a jitted call sees one shape (one compile);
-  `real` items of each chunk are genuine."""
+def fixed_size_chunks(items: Sequence, size: int, padded_size: int | None = None):
+  """Yields (start, chunk, real): consecutive chunks of `size` items, each padded with
+  repeats of its final item to `padded_size` (default `size`; e.g. a multiple of the
+  devices), so that a jitted call sees one shape (one compile); `real` items of each
+  chunk are genuine."""
+  padded_size = padded_size or size
+  if padded_size < size:
+    raise ValueError(f"padded_size={padded_size} is smaller than the chunk size {size}")
   for start in range(0, len(items), size):
     chunk = list(items[start:start + size])
     real = len(chunk)
-    yield start, chunk + [chunk[-1]] * (size - real), real
+    yield start, chunk + [chunk[-1]] * (padded_size - real), real

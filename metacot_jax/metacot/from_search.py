@@ -68,7 +68,8 @@ def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Se
   and the AlphaZero targets of every root (`train.alphazero.search_targets`)."""
   fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
   out, targets = [], []
-  for start, chunk, real in fixed_size_chunks(problems, scale.chunk_size(batch_size, mesh)):
+  for start, chunk, real in fixed_size_chunks(problems, batch_size,
+                                                   scale.chunk_size(batch_size, mesh)):
     roots = step_mdp.root_nodes(chunk, tokenizer, model, search)
     roots, policy_output = scale.to_host(mcts.tree_search(
         params, jax.random.fold_in(jax.random.PRNGKey(seed), start),

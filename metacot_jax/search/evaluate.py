@@ -27,7 +27,8 @@ def batched(method: Callable[[jax.Array, step_mdp.Node], SearchOutput],
             search: SearchConfig, *, batch_size: int, seed: int, mesh=None) -> dict:
   """`method(rng, roots) -> SearchOutput` over all problems; returns `results.summarize`."""
   outputs, prompt_lengths = [], []
-  for start, chunk, real in fixed_size_chunks(problems, scale.chunk_size(batch_size, mesh)):
+  for start, chunk, real in fixed_size_chunks(problems, batch_size,
+                                                   scale.chunk_size(batch_size, mesh)):
     roots = step_mdp.root_nodes(chunk, tokenizer, model, search)
     rng = jax.random.fold_in(jax.random.PRNGKey(seed), start)
     out = scale.to_host(method(rng, scale.shard_batch(roots, mesh)))

@@ -28,7 +28,8 @@ def sample_prompts(params, config: ModelConfig, prompts: Sequence[Sequence[int]]
   width = max(len(p) for p in prompts)
   sampling.check_fits(config, width, cfg)
   parts = []
-  for start, chunk, real in fixed_size_chunks(prompts, scale.chunk_size(batch_size, mesh)):
+  for start, chunk, real in fixed_size_chunks(prompts, batch_size,
+                                                   scale.chunk_size(batch_size, mesh)):
     batch = scale.shard_batch((pad_batch(chunk, width),
                                np.asarray([len(p) for p in chunk], np.int32)), mesh)
     out = sampling.sample(params, jax.random.fold_in(rng, start), *batch, config=config,

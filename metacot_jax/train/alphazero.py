@@ -92,7 +92,9 @@ def alphazero_loss(params, batch, config: ModelConfig, value_weight: float, choi
 def alphazero_step(state: TrainState, batch: dict, *, config: ModelConfig,
                    value_weight: float = 1.0, choice_id: int = -1, micro_batches: int = 1):
   """One step on `alphazero_loss`; `choice_id` as in `candidate_logprobs`."""
+  # the losses are means over rows and the slices are equal: each slice weighs 1/m
   (loss, metrics), grads = micro_batch_grads(
-      lambda p, b: alphazero_loss(p, b, config, value_weight, choice_id), state.params, batch,
-      micro_batches)
+      lambda p, b: jax.tree.map(lambda x: x / micro_batches,
+                                alphazero_loss(p, b, config, value_weight, choice_id)),
+      state.params, batch, micro_batches)
   return state.apply_gradients(grads=grads), {**metrics, "loss": loss}

@@ -125,20 +125,29 @@ def token_entropy(logits_BxLxV):
   return -jnp.sum(jnp.exp(logp) * logp, axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def token_logprobs(params, tokens_BxL, *, config: ModelConfig):
-  """log pi(tokens[t] | tokens[<t]) under `params`, [B, L] (entry 0 is 0)."""
-  logits_BxLxV, _, _ = forward(params, config, tokens_BxL)
-  return token_logprobs_from_logits(logits_BxLxV, tokens_BxL)
+@functools.partial(jax.jit, static_argnames=("config", "micro_batches"))
+def token_logprobs(params, tokens_BxL, *, config: ModelConfig, micro_batches: int = 1):
+  """log pi(tokens[t] | tokens[<t]) under `params`, [B, L] (entry 0 is 0); computed in
+  `micro_batches` slices of rows one after another (rows j, j + m, ... as in training)."""
+  def logprobs(tokens):
+    return token_logprobs_from_logits(forward(params, config, tokens)[0], tokens)
+  if micro_batches == 1:
+    return logprobs(tokens_BxL)
+  b, length = tokens_BxL.shape
+  slices = jnp.swapaxes(tokens_BxL.reshape(-1, micro_batches, length), 0, 1)
+  return jnp.swapaxes(jax.lax.map(logprobs, slices), 0, 1).reshape(b, length)
 
 
-def rl_loss(params, ref_params, batch: dict, config: ModelConfig, loss: LossConfig):
+def rl_loss(params, ref_params, batch: dict, config: ModelConfig, loss: LossConfig,
+            total=None):
   """Token-mean of -(clipped surrogate) + beta * KL over the generated tokens.
 
   batch: tokens [B, L] (prompt then generation), mask [B, L] (1 where a generated
   token is predicted), advantages [B], and optionally old_logprobs [B, L] of the
   rollout policy. Without them the step is on-policy (one epoch): pi_old is pi under
   stop_gradient, so the ratio is exactly 1 and no extra forward pass is needed.
+  Token means divide by `total` when given (the whole batch's generated tokens, for
+  a slice of it).
   """
   tokens, mask = batch["tokens"], batch["mask"]
   logits, _, _ = forward(params, config, tokens)
@@ -152,7 +161,7 @@ def rl_loss(params, ref_params, batch: dict, config: ModelConfig, loss: LossConf
   old_BxL = jax.lax.stop_gradient(logp_BxL) if old_BxL is None else old_BxL
   ratio_BxL = jnp.exp(logp_BxL - old_BxL)
   surrogate_BxL = clipped_surrogate(ratio_BxL, batch["advantages"][:, None], loss.clip_eps)
-  count = jnp.maximum(jnp.sum(mask), 1.0)
+  count = jnp.maximum(jnp.sum(mask) if total is None else total, 1.0)
   mean = lambda x: jnp.sum(x * mask) / count
   pg_loss, kl = -mean(surrogate_BxL), mean(kl_BxL)
   clipped = jnp.abs(ratio_BxL - 1.0) > loss.clip_eps if loss.clip_eps else jnp.zeros_like(mask)
@@ -166,7 +175,9 @@ def rl_loss(params, ref_params, batch: dict, config: ModelConfig, loss: LossConf
 def rl_step(state: TrainState, ref_params, batch: dict, *, config: ModelConfig,
             loss: LossConfig, micro_batches: int = 1):
   """One optimiser step on `rl_loss`; the reference policy is frozen."""
+  total = jnp.sum(batch["mask"]) if micro_batches > 1 else None
   (value, metrics), grads = micro_batch_grads(
-      lambda p, b: rl_loss(p, ref_params, b, config, loss), state.params, batch, micro_batches)
+      lambda p, b: rl_loss(p, ref_params, b, config, loss, total), state.params, batch,
+      micro_batches)
   metrics |= {"loss": value, "grad_norm": grad_norm(grads)}
   return state.apply_gradients(grads=grads), metrics

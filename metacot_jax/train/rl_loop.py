@@ -116,9 +116,10 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
                     group_size=cfg.group_size)
       generated, lengths = scale.to_host((out.generated_BxN, out.lengths_B))
       rewards, trace_lengths = reward_fn(np.repeat(ids, cfg.group_size), generated, lengths)
-      old = (rl.token_logprobs(state.params, out.tokens_BxL, config=config)
-             if cfg.epochs > 1 else None)
+      old = (rl.token_logprobs(state.params, out.tokens_BxL, config=config,
+                               micro_batches=cfg.micro_batches) if cfg.epochs > 1 else None)
       batch, stats = rollout_batch(out, rewards, trace_lengths, old, cfg)
+      batch["advantages"] = scale.shard_batch(batch["advantages"], mesh)  # like the tokens
       for _ in range(cfg.epochs):
         state, step_metrics = step(state, ref_params, batch)
       metrics = stats | {k: float(v) for k, v in jax.device_get(step_metrics).items()}

@@ -70,8 +70,8 @@ many, _ = loop(create_train_state(jax.random.PRNGKey(0), model, opt), mesh=mesh)
 print(f"loop_param_diff={max_diff(one.params, many.params):.3g}")
 params = single.params
 
-# Search on raw roots, then through the evaluation loop (5 problems in chunks of 3 on one
-# device; rounded up to one chunk of 8 on the mesh: greedy search does not depend on it).
+# Search on raw roots, then through the evaluation loop (5 problems: one chunk of 5 rows
+# on one device, the same chunk padded to 8 rows on the mesh).
 search = step_mdp.SearchConfig(num_candidates=3, max_step_tokens=20, max_depth=3)
 cfg = mcts.MCTSConfig(num_simulations=4, max_num_considered_actions=3, gumbel_scale=0.0)
 roots = step_mdp.root_nodes(problems, tok, model, search)
@@ -85,10 +85,10 @@ print(f"search_sharding={many.nodes.sharding}")
 print(f"same_answers={same}")
 method = search_eval.mcts_method(sharded.params, model, tok, search, cfg)
 run = functools.partial(search_eval.batched, method, problems[:5], tok, model, search, seed=0)
-one, many = run(batch_size=5), run(batch_size=3, mesh=mesh)
+one, many = run(batch_size=5), run(batch_size=5, mesh=mesh)
 print(f"same_search_summary={one == many}")
 
-# Greedy generation (chunks of 3 vs one padded chunk of 8).
+# Greedy generation (chunks of 3 rows vs the same chunks padded to 8).
 gen = functools.partial(generate, sharded.params, model, tok, problems[:5], max_new_tokens=24)
 print(f"same_generations={gen(batch_size=3) == gen(batch_size=3, mesh=mesh)}")
 
