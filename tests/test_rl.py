@@ -139,7 +139,7 @@ def test_on_policy_loss_without_old_logprobs_equals_the_explicit_one():
   grad = lambda b: jax.value_and_grad(rl.rl_loss, has_aux=True)(params, params, b, TOY, cfg)
   (loss, metrics), grads = grad(batch)
   (loss2, metrics2), grads2 = grad(explicit)
-  np.testing.assert_allclose(loss, loss2, rtol=1e-5)
+  np.testing.assert_allclose(loss, loss2, atol=1e-6)  # near 0: the advantages sum to 0
   assert float(metrics["ratio"]) == 1.0 and float(metrics["clip_fraction"]) == 0.0
   chex.assert_trees_all_close(grads, grads2, atol=1e-5)
 
