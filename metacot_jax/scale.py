@@ -92,6 +92,13 @@ def chunk_size(batch_size: int, mesh: Mesh | None) -> int:
   return -(-batch_size // n) * n
 
 
+def pad_rows(items: list, mesh: Mesh | None) -> tuple[list, int]:
+  """`items` padded with repeats of the last to a multiple of the devices, and how many
+  are real (a single batch that must split over the mesh)."""
+  padded = list(items) + [items[-1]] * (chunk_size(len(items), mesh) - len(items))
+  return padded, len(items)
+
+
 def shard_batch(tree, mesh: Mesh | None):
   """Splits every array's leading axis over `data` (it must divide by the mesh size);
   the tree as it is without a mesh."""

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 
 from metacot_jax import scale
-from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks, pad_batch
+from metacot_jax.data.tokenizer import Tokenizer, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search.greedy import final_answer, sample_prompts
@@ -83,7 +83,7 @@ def prefix_values(params, model: ModelConfig, tokenizer: Tokenizer,
                   problems: Sequence[Countdown], prefixes: Sequence[str], mesh=None) -> np.ndarray:
   """The PRM's value (sigmoid of the value head) at the end of each prefix: [P]."""
   rows = [tokenizer.encode(p.prompt() + prefix, bos=True) for p, prefix in zip(problems, prefixes)]
-  _, rows, real = next(fixed_size_chunks(rows, len(rows), scale.chunk_size(len(rows), mesh)))
+  rows, real = scale.pad_rows(rows, mesh)
   batch = scale.shard_batch((pad_batch(rows, model.max_len),
                              np.asarray([len(r) for r in rows], np.int32)), mesh)
   pre = jax.jit(sampling.prefill, static_argnums=1)(params, model, *batch)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metacot_jax import scale
-from metacot_jax.data.tokenizer import Tokenizer, fixed_size_chunks, pad_batch
+from metacot_jax.data.tokenizer import Tokenizer, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search import step_mdp
@@ -462,7 +462,7 @@ def sample_n(params, rng, problems: Sequence[Countdown], tokenizer: Tokenizer, m
     raise ValueError(f"n must be at least 1, got {n}")
   prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
   rows = [p for p in prompts for _ in range(n)]
-  _, padded, real = next(fixed_size_chunks(rows, len(rows), scale.chunk_size(len(rows), mesh)))
+  padded, real = scale.pad_rows(rows, mesh)
   width = max(len(p) for p in rows)
   cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
   sampling.check_fits(model, width, cfg)

@@ -1,8 +1,8 @@
 """Runs a jitted search method over a list of problems in fixed-size batches.
 
 The last batch is padded with repeats (one compiled shape for every batch); the
-padding is dropped before summarizing. With a mesh, each batch is split over its
-`data` axis (the batch size rounded up to a multiple of the devices).
+padding is dropped before summarizing. With a mesh, each batch is padded to a
+multiple of the devices and split over its `data` axis.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from metacot_jax.models.transformer import ModelConfig, forward
 from metacot_jax.train.state import TrainState
-from metacot_jax.train.steps import grad_norm, micro_batch_grads
+from metacot_jax.train.steps import grad_norm, micro_batch_grads, row_slices
 
 ESTIMATORS = ("loo", "grpo")
 LENGTH_UNITS = ("tokens", "steps")
@@ -133,9 +133,8 @@ def token_logprobs(params, tokens_BxL, *, config: ModelConfig, micro_batches: in
     return token_logprobs_from_logits(forward(params, config, tokens)[0], tokens)
   if micro_batches == 1:
     return logprobs(tokens_BxL)
-  b, length = tokens_BxL.shape
-  slices = jnp.swapaxes(tokens_BxL.reshape(-1, micro_batches, length), 0, 1)
-  return jnp.swapaxes(jax.lax.map(logprobs, slices), 0, 1).reshape(b, length)
+  sliced = jax.lax.map(logprobs, row_slices(tokens_BxL, micro_batches))  # [m, B / m, L]
+  return jnp.swapaxes(sliced, 0, 1).reshape(tokens_BxL.shape)  # rows back in order
 
 
 def rl_loss(params, ref_params, batch: dict, config: ModelConfig, loss: LossConfig,

@@ -19,11 +19,16 @@ from metacot_jax.train import losses
 from metacot_jax.train.state import TrainState
 
 
+def row_slices(x, micro_batches: int):
+  """[B, ...] -> [m, B / m, ...]: slice j holds rows j, j + m, j + 2m, ... (so every
+  device of a data mesh gives rows to each slice)."""
+  return jnp.swapaxes(x.reshape((-1, micro_batches) + x.shape[1:]), 0, 1)
+
+
 def micro_batch_grads(loss_fn, params, batch: dict, micro_batches: int = 1):
   """`((loss, metrics), grads)` of `loss_fn(params, batch)` computed in `micro_batches`
-  equal slices of the batch, one at a time, and summed: `loss_fn` must add up over
-  slices (divide by whole-batch normalisers, not the slice's own). Slice j holds rows
-  j, j + m, j + 2m, ...: every device of a data mesh gives rows to each.
+  equal slices of the batch (`row_slices`), one at a time, and summed: `loss_fn` must
+  add up over slices (divide by whole-batch normalisers, not the slice's own).
   """
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
   if micro_batches == 1:
@@ -32,8 +37,7 @@ def micro_batch_grads(loss_fn, params, batch: dict, micro_batches: int = 1):
   if len(rows) != 1 or rows.pop() % micro_batches:
     raise ValueError(f"the batch's rows must split into micro_batches={micro_batches} equal "
                      "slices; use a batch size that is a multiple of it")
-  slices = jax.tree.map(lambda x: jnp.swapaxes(
-      x.reshape((-1, micro_batches) + x.shape[1:]), 0, 1), batch)
+  slices = jax.tree.map(lambda x: row_slices(x, micro_batches), batch)
 
   def add(total, micro):
     return jax.tree.map(jnp.add, total, grad_fn(params, micro)), None
