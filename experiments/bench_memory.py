@@ -3,6 +3,8 @@
 XLA's memory analysis of each compiled step (temporary buffers: activations and
 gradients; parameters and optimizer state not included), on this machine's backend,
 for one device holding the whole batch. Nothing runs: the steps are only compiled.
+XLA's CPU backend computes bfloat16 in float32, so there a bfloat16 preset reports
+float32's memory: an upper bound for a GPU or TPU.
 Last line: `ratio=<peak over the steps with micro-batches / peak without>`.
 
     python -m experiments.bench_memory [--preset full]
@@ -72,7 +74,7 @@ def main():
                "advantages": S((rows,), jnp.float32)}), cfg.rl.micro_batches),
   }
   print(f"preset {args.preset}: d_model {model.d_model}, {model.num_layers} layers, "
-        f"backend {jax.default_backend()}")
+        f"{model.dtype}, backend {jax.default_backend()}")
   peaks = []
   for name, (step, step_args, micro) in phases.items():
     whole = temp_gb(step(1), *step_args)

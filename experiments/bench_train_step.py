@@ -4,7 +4,10 @@ Train FLOPs per token are 3x the forward FLOPs (forward + backward), counted
 from the model's shapes (`ModelConfig.flops_per_token`). Last line:
 `ratio=<train-step FLOP/s over matmul FLOP/s>`.
 
-    python -m experiments.bench_train_step [--batch 16 --seq 256 --d_model 512]
+    python -m experiments.bench_train_step [--batch 16 --seq 256 --d_model 512 --dtype bfloat16]
+
+`--dtype` sets the model's compute dtype (parameters stay float32) and the
+matmul's operands, so both sides of the ratio use the same arithmetic.
 
 At width 128 (the laptop model) the step is dominated by memory-bound work
 (softmax, layer norms) and reaches about 0.4 of the matmul rate on 2 CPU cores;
@@ -34,11 +37,12 @@ def main():
   parser.add_argument("--num_layers", type=int, default=4)
   parser.add_argument("--matmul", type=int, default=2048)
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   args = parser.parse_args()
 
   config = ModelConfig(vocab_size=Tokenizer().vocab_size, max_len=args.seq, d_model=args.d_model,
                        num_layers=args.num_layers, num_heads=max(1, args.d_model // 64),
-                       d_ff=4 * args.d_model)
+                       d_ff=4 * args.d_model, dtype=args.dtype)
   rng = np.random.default_rng(0)
   batch = {"tokens": jnp.asarray(rng.integers(3, config.vocab_size, (args.batch, args.seq)),
                                  jnp.int32),
@@ -55,14 +59,14 @@ def main():
   step_flops = 3 * config.flops_per_token(args.seq) * args.batch * args.seq
 
   n = args.matmul
-  a = jnp.asarray(rng.standard_normal((n, n)), jnp.float32)
-  b = jnp.asarray(rng.standard_normal((n, n)), jnp.float32)
+  a = jnp.asarray(rng.standard_normal((n, n)), args.dtype)
+  b = jnp.asarray(rng.standard_normal((n, n)), args.dtype)
   matmul = jax.jit(jnp.matmul)
   t_mm = best_time(lambda: matmul(a, b), args.repeats)
   mm_flops = 2 * n ** 3
 
   print(f"device={jax.devices()[0].device_kind} batch={args.batch} seq={args.seq} "
-        f"d_model={args.d_model} layers={args.num_layers}")
+        f"d_model={args.d_model} layers={args.num_layers} dtype={args.dtype}")
   print(f"train_step: {t_step * 1e3:.1f} ms, {args.batch * args.seq / t_step:,.0f} tokens/s, "
         f"{step_flops / t_step / 1e9:.2f} GFLOP/s")
   print(f"matmul {n}x{n}: {t_mm * 1e3:.1f} ms, {mm_flops / t_mm / 1e9:.2f} GFLOP/s")

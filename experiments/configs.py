@@ -25,9 +25,10 @@ def default_manual_dir() -> str:
   return str(beside_repo) if (beside_repo / "24.csv").is_file() else ""
 
 
-def _model(max_len, d_model, num_layers, num_heads, d_ff):
+def _model(max_len, d_model, num_layers, num_heads, d_ff, dtype="float32"):
+  """dtype: the compute dtype, 'float32' or 'bfloat16' (params and logits stay float32)."""
   return ml_collections.ConfigDict(dict(max_len=max_len, d_model=d_model, num_layers=num_layers,
-                                        num_heads=num_heads, d_ff=d_ff))
+                                        num_heads=num_heads, d_ff=d_ff, dtype=dtype))
 
 
 def _train(steps, batch_size, learning_rate, warmup_steps, checkpoint_every, length,
@@ -145,13 +146,14 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.eval.batch_size = 50
   elif preset == "full":
     c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 32, 16, 32
-    c.model = _model(512, 512, 8, 8, 2048)
-    c.metacot_model = _model(512, 512, 8, 8, 2048)
+    # bfloat16 compute: 1.8x the float32 train step on an H100 (experiments/bench_accelerator.sh)
+    c.model = _model(512, 512, 8, 8, 2048, "bfloat16")
+    c.metacot_model = _model(512, 512, 8, 8, 2048, "bfloat16")
     c.star.train_puzzles = 900
     c.star.pairs_puzzles = 100
     c.sft = _train(20_000, 256, 1e-3, 500, 1000, 96)
     # micro-batches keep one device's activations at 9-14 GB (python -m
-    # experiments.bench_memory: without them Meta-CoT SFT needs 111.5 GB, RL 391.7 GB)
+    # experiments.bench_memory: without them Meta-CoT SFT needs 111.6 GB, RL 391.7 GB)
     c.metacot_sft = _train(20_000, 256, 1e-3, 500, 1000, 512, micro_batches=8)
     c.metacot_sft.init_from_cot = True
     c.search.num_candidates = 8

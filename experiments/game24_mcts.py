@@ -95,9 +95,14 @@ def walk_data(cfg, train_p):
   return walks
 
 
-def model_config(tokenizer: Tokenizer, c) -> ModelConfig:
-  return ModelConfig(vocab_size=tokenizer.vocab_size, max_len=c.max_len, d_model=c.d_model,
-                     num_layers=c.num_layers, num_heads=c.num_heads, d_ff=c.d_ff)
+def model_config(tokenizer: Tokenizer, c, flag: str = "model") -> ModelConfig:
+  """The `ModelConfig` of `config.<flag>`; a bad value is a usage error naming the flag."""
+  try:
+    return ModelConfig(vocab_size=tokenizer.vocab_size, max_len=c.max_len, d_model=c.d_model,
+                       num_layers=c.num_layers, num_heads=c.num_heads, d_ff=c.d_ff,
+                       dtype=c.dtype)
+  except ValueError as e:
+    raise app.UsageError(f"--config.{flag}: {e}") from None
 
 
 def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, mesh, init_params=None,
@@ -256,7 +261,7 @@ def main(argv):
   run = RunDir(flags.FLAGS.workdir)
   tokenizer = Tokenizer()
   cot_model = model_config(tokenizer, cfg.model)
-  metacot_model = model_config(tokenizer, cfg.metacot_model)
+  metacot_model = model_config(tokenizer, cfg.metacot_model, "metacot_model")
   run.save("config", cfg.to_dict())
   run.save("devices", {"count": jax.device_count(), "processes": jax.process_count(),
                        "kind": jax.devices()[0].device_kind})

@@ -49,6 +49,15 @@ def test_ill_typed_override_fails_before_work(tmp_path):
   assert not (tmp_path / "run" / "results.json").exists()
 
 
+def test_bad_model_dtype_fails_before_work(tmp_path):
+  done = run_job(tmp_path / "run", "--preset=quick", "--config.metacot_model.dtype=float16",
+                 timeout=120)
+  assert done.returncode != 0
+  assert "--config.metacot_model: ModelConfig.dtype must be 'float32' or 'bfloat16'" in done.stderr
+  assert "Traceback" not in done.stderr
+  assert not (tmp_path / "run" / "results.json").exists()
+
+
 def _stable(results):
   """results.json without fields that legitimately differ between runs."""
   return {k: v for k, v in results.items() if k not in ("config", "seconds")}

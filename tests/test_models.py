@@ -1,5 +1,6 @@
 """Tests of the policy-value transformer and its KV-cache sampler."""
 
+import dataclasses
 import functools
 
 import chex
@@ -317,6 +318,36 @@ def test_model_config_validation():
   with pytest.raises(ValueError, match="num_layers"):
     ModelConfig(vocab_size=61, d_model=32, num_layers=0, num_heads=4)
   assert ModelConfig(vocab_size=61, d_model=32, num_heads=4).head_dim == 8
+
+
+def test_model_config_rejects_unknown_dtype():
+  with pytest.raises(ValueError, match="dtype must be 'float32' or 'bfloat16', got 'float16'"):
+    ModelConfig(vocab_size=61, d_model=32, num_heads=4, dtype="float16")
+
+
+def test_bfloat16_compute_follows_float32_and_its_own_cache(params):
+  """bfloat16 compute on the same float32 params: float32 logits near the float32 model's,
+  and prefill + cached decoding equal to its own full forward."""
+  cfg16 = dataclasses.replace(CFG, dtype="bfloat16")
+  tokens = _random_tokens(7, (3, 12))
+  logits32, values32, _ = forward(params, CFG, tokens)
+  logits16, values16, _ = jax.jit(forward, static_argnums=1)(params, cfg16, tokens)
+  chex.assert_type([logits16, values16], jnp.float32)
+  scale = float(jnp.abs(logits32).max())
+  assert float(jnp.abs(logits16 - logits32).max()) < 0.05 * scale
+  assert float(jnp.abs(values16 - values32).max()) < 0.05 * max(1.0, float(jnp.abs(values32).max()))
+
+  n = 4  # prefill the first n tokens, then decode the rest one at a time
+  pre = jax.jit(prefill, static_argnums=1)(params, cfg16, tokens[:, :n],
+                                           np.full(3, n, np.int32))
+  assert pre.cache[0].k_BxHxTxK.dtype == jnp.bfloat16
+  np.testing.assert_allclose(pre.next_logits_BxV, logits16[:, n - 1], atol=0.05 * scale)
+  step = jax.jit(functools.partial(forward, config=cfg16))
+  cache = pre.cache
+  for t in range(n, tokens.shape[1]):
+    logits, _, cache = step(params, tokens_BxL=jnp.asarray(tokens[:, t:t + 1]),
+                            positions_BxL=jnp.full((3, 1), t, jnp.int32), cache=cache)
+    np.testing.assert_allclose(logits[:, 0], logits16[:, t], atol=0.05 * scale)
 
 
 def test_sampling_config_validation():

@@ -1,5 +1,6 @@
 """Tests of the losses, the SFT step, the resumable loop and checkpoints."""
 
+import dataclasses
 import functools
 
 import chex
@@ -152,6 +153,20 @@ def _small_data():
   tokens = rng.integers(3, SMALL.vocab_size, size=(8, 16)).astype(np.int32)
   mask = (rng.random((8, 16)) < 0.7).astype(np.float32)
   return {"tokens": tokens, "loss_mask": mask}
+
+
+def test_bfloat16_training_keeps_float32_params_and_learns():
+  model = dataclasses.replace(SMALL, dtype="bfloat16")
+  state = _state(model, SMALL_OPT, 0)
+  data = {k: jnp.asarray(v) for k, v in _small_data().items()}
+  step = jax.jit(functools.partial(sft_step, config=model))
+  losses = []
+  for _ in range(20):
+    state, metrics = step(state, data)
+    losses.append(float(metrics["loss"]))
+  chex.assert_trees_all_equal_dtypes(state.params, jax.tree.map(jnp.float32, state.params))
+  assert np.isfinite(losses).all()
+  assert losses[-1] < 0.5 * losses[0], losses
 
 
 def _counting(step_fn, calls):

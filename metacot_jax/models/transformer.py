@@ -28,9 +28,11 @@ class ModelConfig:
   num_layers: int = 4
   num_heads: int = 4
   d_ff: int = 512
-  dtype: str = "float32"
+  dtype: str = "float32"  # compute dtype ('bfloat16' on GPU/TPU); params and logits stay float32
 
   def __post_init__(self):
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"ModelConfig.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
     if self.d_model % self.num_heads:
       raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
     for field in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads", "d_ff"):
