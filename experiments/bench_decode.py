@@ -54,13 +54,14 @@ def main():
   parser.add_argument("--new_tokens", type=int, default=256)
   parser.add_argument("--d_model", type=int, default=128)
   parser.add_argument("--num_layers", type=int, default=4)
+  parser.add_argument("--num_heads", type=int, default=None, help="default: d_model / 32")
   parser.add_argument("--repeats", type=int, default=2)
   args = parser.parse_args()
 
   vocab = Tokenizer().vocab_size
   config = ModelConfig(vocab_size=vocab, max_len=args.prompt + args.new_tokens,
                        d_model=args.d_model, num_layers=args.num_layers,
-                       num_heads=max(1, args.d_model // 32), d_ff=4 * args.d_model)
+                       num_heads=args.num_heads or max(1, args.d_model // 32), d_ff=4 * args.d_model)
   params = init_params(config, jax.random.PRNGKey(0))
   prompt = jnp.asarray(np.random.default_rng(0).integers(3, vocab, (args.batch, args.prompt)),
                        jnp.int32)
@@ -74,7 +75,7 @@ def main():
                                                  new_tokens=args.new_tokens), args.repeats)
   new = args.batch * args.new_tokens
   print(f"device={jax.devices()[0].device_kind} batch={args.batch} new_tokens={args.new_tokens} "
-        f"d_model={args.d_model} layers={args.num_layers}")
+        f"d_model={args.d_model} layers={args.num_layers} heads={config.num_heads}")
   print(f"kv_cache: {t_cache:.3f} s, {new / t_cache:,.0f} tokens/s")
   print(f"recompute: {t_full:.3f} s, {new / t_full:,.0f} tokens/s")
   print(f"ratio={t_full / t_cache:.2f}")

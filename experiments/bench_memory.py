@@ -4,7 +4,7 @@ XLA's memory analysis of each compiled step (temporary buffers: activations and
 gradients; parameters and optimizer state not included), on this machine's backend,
 for one device holding the whole batch. Nothing runs: the steps are only compiled.
 XLA's CPU backend computes bfloat16 in float32, so there a bfloat16 preset reports
-float32's memory: an upper bound for a GPU or TPU.
+about float32's memory; expect less on a GPU or TPU.
 Last line: `ratio=<peak over the steps with micro-batches / peak without>`.
 
     python -m experiments.bench_memory [--preset full]

@@ -1,4 +1,4 @@
-"""Achieved FLOP/s of the jitted SFT train step against a plain large float32 matmul.
+"""Achieved FLOP/s of the jitted SFT train step against a plain large matmul of its dtype.
 
 Train FLOPs per token are 3x the forward FLOPs (forward + backward), counted
 from the model's shapes (`ModelConfig.flops_per_token`). Last line:
@@ -35,13 +35,14 @@ def main():
   parser.add_argument("--seq", type=int, default=256)
   parser.add_argument("--d_model", type=int, default=512)
   parser.add_argument("--num_layers", type=int, default=4)
+  parser.add_argument("--num_heads", type=int, default=None, help="default: d_model / 64")
   parser.add_argument("--matmul", type=int, default=2048)
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   args = parser.parse_args()
 
   config = ModelConfig(vocab_size=Tokenizer().vocab_size, max_len=args.seq, d_model=args.d_model,
-                       num_layers=args.num_layers, num_heads=max(1, args.d_model // 64),
+                       num_layers=args.num_layers, num_heads=args.num_heads or max(1, args.d_model // 64),
                        d_ff=4 * args.d_model, dtype=args.dtype)
   rng = np.random.default_rng(0)
   batch = {"tokens": jnp.asarray(rng.integers(3, config.vocab_size, (args.batch, args.seq)),
@@ -66,7 +67,8 @@ def main():
   mm_flops = 2 * n ** 3
 
   print(f"device={jax.devices()[0].device_kind} batch={args.batch} seq={args.seq} "
-        f"d_model={args.d_model} layers={args.num_layers} dtype={args.dtype}")
+        f"d_model={args.d_model} layers={args.num_layers} heads={config.num_heads} "
+        f"dtype={args.dtype}")
   print(f"train_step: {t_step * 1e3:.1f} ms, {args.batch * args.seq / t_step:,.0f} tokens/s, "
         f"{step_flops / t_step / 1e9:.2f} GFLOP/s")
   print(f"matmul {n}x{n}: {t_mm * 1e3:.1f} ms, {mm_flops / t_mm / 1e9:.2f} GFLOP/s")

@@ -18,6 +18,7 @@ and `JAX_PROCESS_ID` set (or on a TPU pod / under SLURM), on several.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import sys
@@ -103,6 +104,19 @@ def model_config(tokenizer: Tokenizer, c, flag: str = "model") -> ModelConfig:
                        dtype=c.dtype)
   except ValueError as e:
     raise app.UsageError(f"--config.{flag}: {e}") from None
+
+
+def model_configs(cfg, tokenizer: Tokenizer) -> tuple[ModelConfig, ModelConfig]:
+  """(CoT model, Meta-CoT model). With `metacot_sft.init_from_cot` their shapes must agree
+  (the compute dtype may differ: parameters are float32 either way); checked before any work."""
+  cot = model_config(tokenizer, cfg.model)
+  metacot = model_config(tokenizer, cfg.metacot_model, "metacot_model")
+  if cfg.metacot_sft.init_from_cot and dataclasses.replace(metacot, dtype=cot.dtype) != cot:
+    raise app.UsageError(
+        "metacot_sft.init_from_cot starts the Meta-CoT model from the CoT model's weights, so "
+        f"config.metacot_model needs config.model's shape: got {metacot} and {cot}; make "
+        "them equal or set --config.metacot_sft.init_from_cot=False")
+  return cot, metacot
 
 
 def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, mesh, init_params=None,
@@ -258,10 +272,9 @@ def main(argv):
   scale.initialize_distributed()
   mesh = scale.data_mesh()
   check_batches_divide(cfg, scale.mesh_size(mesh))
-  run = RunDir(flags.FLAGS.workdir)
   tokenizer = Tokenizer()
-  cot_model = model_config(tokenizer, cfg.model)
-  metacot_model = model_config(tokenizer, cfg.metacot_model, "metacot_model")
+  cot_model, metacot_model = model_configs(cfg, tokenizer)
+  run = RunDir(flags.FLAGS.workdir)
   run.save("config", cfg.to_dict())
   run.save("devices", {"count": jax.device_count(), "processes": jax.process_count(),
                        "kind": jax.devices()[0].device_kind})
@@ -296,10 +309,6 @@ def main(argv):
 
   symbolic = lambda: round0.symbolic_traces(train_p, cfg.data.traces_per_problem, cfg.seed)
   init = cot_state.params if cfg.metacot_sft.init_from_cot else None
-  if init is not None and metacot_model != cot_model:
-    raise ValueError("metacot_sft.init_from_cot needs config.metacot_model equal to "
-                     f"config.model, got {metacot_model} and {cot_model}; make them equal or "
-                     "set --config.metacot_sft.init_from_cot=False")
   metacot_state = sft(cfg, run, "sft_metacot", metacot_model, cfg.metacot_sft,
                       lambda: metacot_data(symbolic(), "metacot_data"), mesh, init_params=init)
   run.save("models", {**run.results["models"],

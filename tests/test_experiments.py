@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from absl import app
 
-from experiments import sweep
+from experiments import configs, game24_mcts, sweep
+from metacot_jax.data.tokenizer import Tokenizer
 from tests.processes import run_hosts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +57,35 @@ def test_bad_model_dtype_fails_before_work(tmp_path):
   assert done.returncode != 0
   assert "--config.metacot_model: ModelConfig.dtype must be 'float32' or 'bfloat16'" in done.stderr
   assert "Traceback" not in done.stderr
-  assert not (tmp_path / "run" / "results.json").exists()
+  assert not (tmp_path / "run").exists()
+
+
+def test_metacot_model_of_another_shape_fails_before_work(tmp_path):
+  done = run_job(tmp_path / "run", "--preset=quick", "--config.metacot_model.num_layers=3",
+                 timeout=120)
+  assert done.returncode != 0
+  assert "metacot_sft.init_from_cot" in done.stderr and "Traceback" not in done.stderr
+  assert not (tmp_path / "run").exists()
+
+
+def test_models_may_differ_in_compute_dtype_only():
+  cfg = configs.get_config("quick")
+  cfg.model.dtype = "bfloat16"
+  cot, metacot = game24_mcts.model_configs(cfg, Tokenizer())
+  assert (cot.dtype, metacot.dtype) == ("bfloat16", "float32")
+  cfg.metacot_model.d_model = 2 * cfg.model.d_model
+  with pytest.raises(app.UsageError, match="init_from_cot"):
+    game24_mcts.model_configs(cfg, Tokenizer())
+  cfg.metacot_sft.init_from_cot = False
+  assert game24_mcts.model_configs(cfg, Tokenizer())[1].d_model == 2 * cfg.model.d_model
+
+
+@pytest.mark.parametrize("preset", configs.PRESETS)
+def test_every_preset_passes_the_checks_made_before_work(preset):
+  cfg = configs.get_config(preset)
+  game24_mcts.check_batches_divide(cfg, 1)
+  cot, metacot = game24_mcts.model_configs(cfg, Tokenizer())
+  assert cot.dtype == metacot.dtype == ("bfloat16" if preset == "full" else "float32")
 
 
 def _stable(results):

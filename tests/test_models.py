@@ -334,7 +334,7 @@ def test_bfloat16_compute_follows_float32_and_its_own_cache(params):
   logits16, values16, _ = jax.jit(forward, static_argnums=1)(params, cfg16, tokens)
   chex.assert_type([logits16, values16], jnp.float32)
   scale = float(jnp.abs(logits32).max())
-  assert float(jnp.abs(logits16 - logits32).max()) < 0.05 * scale
+  assert 0 < float(jnp.abs(logits16 - logits32).max()) < 0.05 * scale  # computed in bfloat16
   assert float(jnp.abs(values16 - values32).max()) < 0.05 * max(1.0, float(jnp.abs(values32).max()))
 
   n = 4  # prefill the first n tokens, then decode the rest one at a time
@@ -348,6 +348,22 @@ def test_bfloat16_compute_follows_float32_and_its_own_cache(params):
     logits, _, cache = step(params, tokens_BxL=jnp.asarray(tokens[:, t:t + 1]),
                             positions_BxL=jnp.full((3, 1), t, jnp.int32), cache=cache)
     np.testing.assert_allclose(logits[:, 0], logits16[:, t], atol=0.05 * scale)
+
+
+def test_bfloat16_greedy_sampling_picks_near_argmax_tokens(params):
+  """The sampler's while_loop in bfloat16: every greedy token is (up to bfloat16 rounding)
+  the argmax of the bfloat16 full forward over the sequence so far."""
+  cfg16 = dataclasses.replace(CFG, dtype="bfloat16")
+  out = sample(params, jax.random.PRNGKey(0), PROMPT, PROMPT_LENGTHS, config=cfg16,
+               sampling=SamplingConfig(N, 0.0))
+  chex.assert_type([out.logprobs_BxN, out.values_BxN], jnp.float32)
+  seq, _ = _joined(PROMPT_LENGTHS, PROMPT, np.asarray(out.tokens_BxN))
+  logits, _, _ = jax.jit(forward, static_argnums=1)(params, cfg16, seq)
+  scale = float(jnp.abs(logits).max())
+  for b, p in enumerate(PROMPT_LENGTHS):
+    step_logits = np.asarray(logits[b, p - 1:p - 1 + N])
+    chosen = step_logits[np.arange(N), np.asarray(out.tokens_BxN[b])]
+    assert (step_logits.max(-1) - chosen < 0.05 * scale).all()
 
 
 def test_sampling_config_validation():
