@@ -61,7 +61,8 @@ def main():
   vocab = Tokenizer().vocab_size
   config = ModelConfig(vocab_size=vocab, max_len=args.prompt + args.new_tokens,
                        d_model=args.d_model, num_layers=args.num_layers,
-                       num_heads=args.num_heads or max(1, args.d_model // 32), d_ff=4 * args.d_model)
+                       num_heads=args.num_heads or max(1, args.d_model // 32),
+                       d_ff=4 * args.d_model)
   params = init_params(config, jax.random.PRNGKey(0))
   prompt = jnp.asarray(np.random.default_rng(0).integers(3, vocab, (args.batch, args.prompt)),
                        jnp.int32)

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.bench_decode import best_time
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.models import ModelConfig, init_params
 from metacot_jax.models.transformer import forward
@@ -209,8 +210,8 @@ def main():
 
   # Batched: one mctx search over all B problems.
   run = mcts.run.lower(params, rng, roots, cfg=cfg, **kw).compile()
-  out, t_batched = timed(lambda: run(params, rng, roots))
-  t_batched = min(t_batched, *(timed(lambda: run(params, rng, roots))[1] for _ in range(2)))
+  out = run(params, rng, roots)
+  t_batched = best_time(lambda: run(params, rng, roots), repeats=3)
   sims_batched = b * s / t_batched
   print(f"batched mctx: {t_batched:.2f} s for {b}x{s} simulations, {sims_batched:,.1f} sims/s")
 

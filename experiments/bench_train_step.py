@@ -42,7 +42,8 @@ def main():
   args = parser.parse_args()
 
   config = ModelConfig(vocab_size=Tokenizer().vocab_size, max_len=args.seq, d_model=args.d_model,
-                       num_layers=args.num_layers, num_heads=args.num_heads or max(1, args.d_model // 64),
+                       num_layers=args.num_layers,
+                       num_heads=args.num_heads or max(1, args.d_model // 64),
                        d_ff=4 * args.d_model, dtype=args.dtype)
   rng = np.random.default_rng(0)
   batch = {"tokens": jnp.asarray(rng.integers(3, config.vocab_size, (args.batch, args.seq)),
