@@ -289,9 +289,19 @@ def main(argv):
   # 1. CoT SFT: policy on clean solutions, PRM on solver-labelled walks (one trunk).
   walks = walk_data(cfg, train_p)
 
+  def training_rows(exs, length: int, key: str, **stats):
+    """Token arrays of `exs` (packed several to a row with `data.pack`); sizes saved."""
+    arrays, dropped = examples.encode(tokenizer, exs, length)
+    n = len(arrays["tokens"])
+    if cfg.data.pack:
+      arrays = examples.pack(arrays)
+    run.save(key, {**stats, "dropped_too_long": dropped, "examples": n,
+                   "rows": len(arrays["tokens"]), "fill": examples.fill(arrays)})
+    return arrays
+
   def cot_data():
     exs = examples.cot_examples(train_p, cfg.data.max_solutions, cfg.seed) + walks
-    return examples.encode(tokenizer, exs, cfg.sft.length)[0]
+    return training_rows(exs, cfg.sft.length, "cot_data")
   cot_state = sft(cfg, run, "sft_cot", cot_model, cfg.sft, cot_data, mesh)
   run.save("models", {"cot_params": count_params(cot_state.params)})
 
@@ -300,12 +310,9 @@ def main(argv):
 
   def metacot_data(traces, key):
     exs = [round0.trace_segments(p, lines, cfg.data.loss_variant) for p, lines in traces]
-    arrays, dropped = examples.encode(tokenizer, exs + walks, cfg.metacot_sft.length)
     lengths = [len(tokenizer.encode(trace.trace_text(lines))) for _, lines in traces]
-    run.save(key, {"traces": len(traces), "dropped_too_long": dropped,
-                   "mean_trace_tokens": float(np.mean(lengths)) if lengths else 0.0,
-                   "examples": int(arrays["tokens"].shape[0])})
-    return arrays
+    return training_rows(exs + walks, cfg.metacot_sft.length, key, traces=len(traces),
+                         mean_trace_tokens=float(np.mean(lengths)) if lengths else 0.0)
 
   symbolic = lambda: round0.symbolic_traces(train_p, cfg.data.traces_per_problem, cfg.seed)
   init = cot_state.params if cfg.metacot_sft.init_from_cot else None

@@ -114,6 +114,16 @@ def test_main_job_splits_batches_over_8_devices(tmp_path, tiny_results):
   assert "split over 8 cpu device(s) in 1 process(es)" in (tmp_path / "report.md").read_text()
 
 
+def test_main_job_packs_its_training_rows(tiny_results):
+  """With data.pack (every preset) several examples share a training row."""
+  for key in ("cot_data", "metacot_data", "star/1/data"):
+    data = tiny_results[key]
+    assert data["rows"] < data["examples"], (key, data)
+    assert 0.5 < data["fill"] <= 1.0, (key, data)
+  assert tiny_results["config"]["data"]["pack"]
+  assert tiny_results["metacot_data"]["fill"] > 0.8  # short walks fill the traces' rows
+
+
 @pytest.mark.slow
 def test_main_job_on_two_hosts(tmp_path, tiny_results):
   """The TINY run as two 4-device processes joined through jax.distributed (about 5 min)."""

@@ -337,6 +337,64 @@ def test_encode_drops_and_counts_too_long_examples():
     examples.encode(TOK, data, 10)
 
 
+def _unpacked(packed, r, seg):
+  """(tokens, loss mask, value positions, labels) of example `seg` of packed row `r`."""
+  where = np.flatnonzero(packed["segments"][r] == seg)
+  start, end = where[0], where[-1] + 1
+  np.testing.assert_array_equal(where, np.arange(start, end))  # one contiguous run
+  np.testing.assert_array_equal(packed["positions"][r, start:end], np.arange(end - start))
+  used = packed["value_weights"][r] > 0
+  mine = used & (packed["value_positions"][r] >= start) & (packed["value_positions"][r] < end)
+  return (packed["tokens"][r, start:end], packed["loss_mask"][r, start:end],
+          packed["value_positions"][r, mine] - start, packed["value_labels"][r, mine])
+
+
+def test_pack_keeps_every_example_whole_and_fills_rows():
+  data = examples.walk_examples(WALK_PROBLEMS, 3, seed=2, arithmetic_loss=1.0)
+  data += examples.cot_examples(WALK_PROBLEMS[:3], 2)
+  arrays, _ = examples.encode(TOK, data, 96)
+  packed = examples.pack(arrays)
+  n_rows = len(packed["tokens"])
+  assert n_rows < len(arrays["tokens"]) and examples.fill(packed) > examples.fill(arrays)
+  chex.assert_shape([packed["tokens"], packed["loss_mask"], packed["positions"],
+                     packed["segments"]], (n_rows, 96))
+  lengths = np.sum(arrays["tokens"] != TOK.pad_id, 1)
+  # every example is in exactly one row, as itself: tokens, loss mask and PRM labels
+  unused = {tuple(arrays["tokens"][i, :lengths[i]]): i for i in range(len(lengths))}
+  assert len(unused) == len(lengths)  # distinct examples, so each is found once
+  for r in range(n_rows):
+    for seg in range(1, packed["segments"][r].max() + 1):
+      tokens, mask, value_pos, value_lab = _unpacked(packed, r, seg)
+      i = unused.pop(tuple(tokens))
+      np.testing.assert_array_equal(mask, arrays["loss_mask"][i, :lengths[i]])
+      m = int(arrays["value_weights"][i].sum())
+      np.testing.assert_array_equal(value_pos, arrays["value_positions"][i, :m])
+      np.testing.assert_array_equal(value_lab, arrays["value_labels"][i, :m])
+    pad = packed["segments"][r] == 0
+    assert not packed["tokens"][r, pad].any() and not packed["loss_mask"][r, pad].any()
+  assert not unused
+  assert packed["value_weights"].sum() == arrays["value_weights"].sum()
+
+
+def test_pack_best_fit_decreasing_by_hand():
+  # lengths 5, 3, 2, 6 in rows of 8: 6 opens row 0, 5 row 1, 3 fills row 1, 2 fills row 0
+  tokens = np.zeros((4, 8), np.int32)
+  for i, n in enumerate((5, 3, 2, 6)):
+    tokens[i, :n] = 10 + i
+  zeros = np.zeros((4, 2))
+  arrays = {"tokens": tokens, "loss_mask": (tokens > 0).astype(np.float32),
+            "value_positions": zeros.astype(np.int32), "value_labels": zeros,
+            "value_weights": zeros}
+  packed = examples.pack(arrays)
+  np.testing.assert_array_equal(packed["tokens"], [[13] * 6 + [12] * 2, [10] * 5 + [11] * 3])
+  np.testing.assert_array_equal(packed["segments"], [[1] * 6 + [2] * 2, [1] * 5 + [2] * 3])
+  np.testing.assert_array_equal(packed["positions"], [[0, 1, 2, 3, 4, 5, 0, 1],
+                                                      [0, 1, 2, 3, 4, 0, 1, 2]])
+  assert examples.fill(packed) == 1.0 and examples.fill(arrays) == 0.5
+  with pytest.raises(ValueError, match="pack takes encode's arrays"):
+    examples.pack({**arrays, "prefix": tokens})
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. AlphaZero targets. A tiny model memorizes Game of 24 solutions; mctx searches with it
 # (the fixture is shared with the traces-from-search test below).

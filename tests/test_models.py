@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metacot_jax.models import (ModelConfig, SamplingConfig, forward, init_params, prefill, sample,
-                                sequence_logprobs)
+from metacot_jax.models import (ModelConfig, SamplingConfig, forward, init_cache, init_params,
+                                prefill, sample, sequence_logprobs)
 from metacot_jax.models.sampling import check_fits
 
 CFG = ModelConfig(vocab_size=61, max_len=32, d_model=32, num_layers=2, num_heads=4, d_ff=64)
@@ -88,6 +88,41 @@ class ForwardTest(chex.TestCase):
     # Position t and later do see the change.
     assert np.abs(np.asarray(logits2[:, t:] - logits[:, t:])).max(-1).min() > 1e-4
     assert np.abs(np.asarray(values2[:, t:] - values[:, t:])).min() > 0
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_packed_row_equals_its_examples_alone(self):
+    """Examples packed in one row (positions restart, segments number them) get the
+    outputs each gets alone: attention never crosses into a neighbour."""
+    fn = self.variant(lambda p, x, pos, seg: forward(p, CFG, x, pos, segments_BxL=seg)[:2])
+    lengths = (7, 4, 9)
+    alone = [_random_tokens(10 + i, (1, n)) for i, n in enumerate(lengths)]
+    width = sum(lengths) + 3  # and some padding (segment 0)
+    tokens = np.zeros((1, width), np.int32)
+    positions = np.zeros((1, width), np.int32)
+    segments = np.zeros((1, width), np.int32)
+    start = 0
+    for i, (n, row) in enumerate(zip(lengths, alone)):
+      tokens[0, start:start + n] = row[0]
+      positions[0, start:start + n] = np.arange(n)
+      segments[0, start:start + n] = i + 1
+      start += n
+    logits, values = fn(self.params, tokens, positions, segments)
+    chex.assert_shape(logits, (1, width, CFG.vocab_size))
+    start = 0
+    for n, row in zip(lengths, alone):
+      want_logits, want_values = _full_forward(self.params, row)
+      np.testing.assert_allclose(logits[0, start:start + n], want_logits[0], atol=2e-5)
+      np.testing.assert_allclose(values[0, start:start + n], want_values[0], atol=2e-5)
+      start += n
+    # without segments the second example sees the first: its outputs differ
+    unpacked, _ = fn(self.params, tokens, positions, None)
+    assert np.abs(np.asarray(unpacked[0, 7:11] - logits[0, 7:11])).max() > 1e-3
+
+  def test_segments_with_a_cache_raise(self):
+    cache = init_cache(CFG, 1)
+    tokens = _random_tokens(5, (1, 3))
+    with pytest.raises(ValueError, match="cannot be combined"):
+      forward(self.params, CFG, tokens, np.arange(3)[None], cache, np.ones((1, 3), np.int32))
 
   def test_causal_by_gradient(self):
     """Output t has zero gradient w.r.t. the positional embeddings of positions > t."""

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from metacot_jax.data import examples
 from metacot_jax.data.examples import cot_pairs, sft_arrays
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.models import ModelConfig, init_params
@@ -335,3 +336,35 @@ class MicroBatchTest(chex.TestCase):
     after = float(loss_fn(one.params)[0])
     assert after < float(m1["loss"]) - 1e-3
     np.testing.assert_allclose(float(loss_fn(four.params)[0]), after, rtol=1e-4)
+
+
+class PackedRowsTest(chex.TestCase):
+  """Packed rows (`data.examples.pack`) give the loss and gradients of the same examples
+  one to a row: packing changes the cost of a step, not what it learns."""
+
+  def setUp(self):
+    super().setUp()
+    problems = [game24.make(p) for p in PUZZLES]
+    data = examples.cot_examples(problems, 2) + examples.walk_examples(problems, 2, seed=1)
+    self.rows, _ = examples.encode(TOK, data, 96)
+    self.packed = examples.pack(self.rows)
+    assert len(self.packed["tokens"]) < len(self.rows["tokens"])
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_packed_loss_and_grads_equal_one_example_a_row(self):
+    params = _init_params(SFT_MODEL, jax.random.PRNGKey(1))
+    fn = self.variant(jax.value_and_grad(
+        functools.partial(sft_loss_fn, config=SFT_MODEL, value_weight=0.5), has_aux=True))
+    (loss, metrics), grads = fn(params, self.rows)
+    (packed_loss, packed_metrics), packed_grads = fn(params, self.packed)
+    chex.assert_shape(packed_loss, ())
+    assert metrics["tokens"] == packed_metrics["tokens"] > 0
+    np.testing.assert_allclose(packed_loss, loss, rtol=1e-5)
+    chex.assert_trees_all_close(packed_metrics, metrics, rtol=1e-5)
+    chex.assert_trees_all_close(packed_grads, grads, atol=2e-6)
+
+  def test_packed_rows_without_segments_learn_something_else(self):
+    params = _init_params(SFT_MODEL, jax.random.PRNGKey(1))
+    fn = jax.jit(functools.partial(sft_loss_fn, config=SFT_MODEL, value_weight=0.5))
+    leaky = {k: v for k, v in self.packed.items() if k != "segments"}
+    assert abs(float(fn(params, leaky)[0]) - float(fn(params, self.packed)[0])) > 1e-4

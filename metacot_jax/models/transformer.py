@@ -7,6 +7,8 @@ The module is pure: a KV cache, when used, is passed in and returned.
 Positions are explicit (`positions_BxL`), so one batch can hold rows at different
 depths of decoding: with a cache, keys at cache slots `<= position` are visible
 to a query, which is exactly causal attention over what that row has written.
+Training rows may pack several examples (`data.examples.pack`): `segments_BxL`
+numbers them, positions restart in each, and a token sees only its own example.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ class Attention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_BxL, cache: KVCache | None):
+  def __call__(self, x_BxLxD, positions_BxL, cache: KVCache | None, segments_BxL=None):
     cfg = self.config
     qkv = nn.DenseGeneral((3, cfg.num_heads, cfg.head_dim), dtype=cfg.dtype, name="qkv")
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = jnp.moveaxis(qkv(x_BxLxD), 2, 0)
@@ -86,6 +88,8 @@ class Attention(nn.Module):
       cache = KVCache(keys, values)
       key_pos = jnp.broadcast_to(jnp.arange(cfg.max_len), (x_BxLxD.shape[0], cfg.max_len))
     visible_BxLxT = positions_BxL[:, :, None] >= key_pos[:, None, :]
+    if segments_BxL is not None:  # packed rows (no cache): attend within one's own example
+      visible_BxLxT &= segments_BxL[:, :, None] == segments_BxL[:, None, :]
     scores_BxHxLxT = jnp.einsum("blhk,bhtk->bhlt", q_BxLxHxK, keys) / jnp.sqrt(cfg.head_dim)
     # finfo.min rather than -inf: a fully masked row then stays finite (uniform), never NaN.
     scores_BxHxLxT = jnp.where(visible_BxLxT[:, None], scores_BxHxLxT,
@@ -100,10 +104,10 @@ class Block(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxLxD, positions_BxL, cache):
+  def __call__(self, x_BxLxD, positions_BxL, cache, segments_BxL=None):
     cfg = self.config
     h, cache = Attention(cfg, name="attn")(nn.LayerNorm(dtype=cfg.dtype)(x_BxLxD),
-                                           positions_BxL, cache)
+                                           positions_BxL, cache, segments_BxL)
     x_BxLxD = x_BxLxD + h
     h = nn.Dense(cfg.d_ff, dtype=cfg.dtype)(nn.LayerNorm(dtype=cfg.dtype)(x_BxLxD))
     h = nn.Dense(cfg.d_model, dtype=cfg.dtype)(nn.gelu(h))
@@ -111,12 +115,14 @@ class Block(nn.Module):
 
 
 class PolicyValueLM(nn.Module):
-  """`(tokens, positions, cache) -> (logits, value_logits, cache)`."""
+  """`(tokens, positions, cache, segments) -> (logits, value_logits, cache)`."""
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxL, positions_BxL=None, cache=None):
+  def __call__(self, tokens_BxL, positions_BxL=None, cache=None, segments_BxL=None):
     cfg = self.config
+    if segments_BxL is not None and cache is not None:
+      raise ValueError("segments (packed training rows) and a KV cache cannot be combined")
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
     x_BxLxD = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, name="embed")(tokens_BxL)
@@ -125,7 +131,7 @@ class PolicyValueLM(nn.Module):
     new_cache = []
     for i in range(cfg.num_layers):
       x_BxLxD, layer_cache = Block(cfg, name=f"block_{i}")(
-          x_BxLxD, positions_BxL, None if cache is None else cache[i])
+          x_BxLxD, positions_BxL, None if cache is None else cache[i], segments_BxL)
       new_cache.append(layer_cache)
     x_BxLxD = nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(x_BxLxD)
     logits_BxLxV = nn.Dense(cfg.vocab_size, dtype=cfg.dtype, name="lm_head")(x_BxLxD)
@@ -140,9 +146,11 @@ def init_params(config: ModelConfig, rng: jax.Array):
   return PolicyValueLM(config).init(rng, tokens)["params"]
 
 
-def forward(params, config: ModelConfig, tokens_BxL, positions_BxL=None, cache=None):
+def forward(params, config: ModelConfig, tokens_BxL, positions_BxL=None, cache=None,
+            segments_BxL=None):
   """Pure forward pass; returns (logits_BxLxV, value_logits_BxL, cache)."""
-  return PolicyValueLM(config).apply({"params": params}, tokens_BxL, positions_BxL, cache)
+  return PolicyValueLM(config).apply({"params": params}, tokens_BxL, positions_BxL, cache,
+                                     segments_BxL)
 
 
 def count_params(params) -> int:

@@ -58,11 +58,18 @@ def sft_totals(batch: dict) -> dict:
   return totals
 
 
+def model_outputs(params, config: ModelConfig, batch: dict):
+  """The forward pass over a batch's tokens; rows packed by `data.examples.pack` carry
+  positions and segments, which keep each example's attention to itself."""
+  return forward(params, config, batch["tokens"], batch.get("positions"),
+                 segments_BxL=batch.get("segments"))
+
+
 def sft_loss_fn(params, batch, config: ModelConfig, value_weight: float, totals=None):
   """Masked next-token loss, plus the value loss where the batch carries value labels;
   normalised by `totals` (`sft_totals` of the whole batch) when this is a slice of it."""
   totals = totals or {}
-  logits_BxLxV, value_logits_BxL, _ = forward(params, config, batch["tokens"])
+  logits_BxLxV, value_logits_BxL, _ = model_outputs(params, config, batch)
   loss, count = losses.masked_token_loss(logits_BxLxV, batch["tokens"], batch["loss_mask"],
                                          totals.get("tokens"))
   metrics = {"token_loss": loss, "tokens": count}
@@ -80,7 +87,8 @@ def sft_loss_fn(params, batch, config: ModelConfig, value_weight: float, totals=
 def sft_step(state: TrainState, batch: dict, *, config: ModelConfig, value_weight: float = 1.0,
              micro_batches: int = 1):
   """One AdamW step on the SFT loss. batch: tokens [B, L] int32, loss_mask [B, L] float32,
-  and optionally value_positions / value_labels / value_weights [B, M]."""
+  optionally value_positions / value_labels / value_weights [B, M], and positions /
+  segments [B, L] int32 for packed rows."""
   totals = sft_totals(batch) if micro_batches > 1 else None
   (loss, metrics), grads = micro_batch_grads(
       lambda p, b: sft_loss_fn(p, b, config, value_weight, totals), state.params, batch,
@@ -90,7 +98,7 @@ def sft_step(state: TrainState, batch: dict, *, config: ModelConfig, value_weigh
 
 
 def value_loss_fn(params, batch, config: ModelConfig, total=None):
-  _, value_logits_BxL, _ = forward(params, config, batch["tokens"])
+  _, value_logits_BxL, _ = model_outputs(params, config, batch)
   loss, acc = losses.value_loss(value_logits_BxL, batch["value_positions"],
                                 batch["value_labels"], batch["value_weights"], total)
   return loss, {"value_loss": loss, "value_accuracy": acc}
