@@ -119,7 +119,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.rl.updates = 12
   c.rl.problems_per_update = 8
   c.rl.learning_rate = 2e-4
-  c.rl.train_puzzles = 300  # the first N training puzzles (ToT's ranking: the easiest)
+  # the first N training puzzles (ToT's ranking: the easiest first). On a GPU, RL on the 300
+  # easiest raised sampled test success but not greedy accuracy; on all 900, both (README).
+  c.rl.train_puzzles = 900
   c.rl.checkpoint_every = 10
   c.rl.eval_samples = 4  # sampled generations per test puzzle in the RL evaluation
 
@@ -171,5 +173,4 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.rl.updates, c.rl.problems_per_update, c.rl.group_size = 500, 64, 16
     c.rl.max_new_tokens = 450
     c.rl.micro_batches = 32
-    c.rl.train_puzzles = 900
   return c
