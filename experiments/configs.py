@@ -111,7 +111,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.rl.length_unit = "tokens"  # |Z| in 'tokens' or 'steps'
   c.rl.beta = 0.02
   c.rl.group_size = 8  # G samples per problem
-  c.rl.estimator = "loo"  # 'loo' | 'grpo'
+  # 'grpo' | 'loo'. GRPO divides by the group's spread, so gamma^|Z| changes which samples
+  # are preferred, not how fast the policy learns: with 'loo' a small gamma shrinks every
+  # advantage (0.95^85 = 0.013) and RL stalls (README, "RL frontier").
+  c.rl.estimator = "grpo"
   c.rl.clip_eps = 0.2  # PPO clip (0 = plain REINFORCE)
   c.rl.epochs = 1
   c.rl.micro_batches = 1  # each update's gradient in this many slices of its rollouts (memory)
