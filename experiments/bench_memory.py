@@ -33,10 +33,14 @@ def temp_gb(step, *args) -> float:
 
 
 def sft_batch(rows: int, length: int) -> dict:
+  """Packed rows (`data.examples.pack`, on in every preset): positions and segments too, and
+  value slots for several examples."""
+  slots = 4 * VALUE_SLOTS
   return {"tokens": S((rows, length), jnp.int32), "loss_mask": S((rows, length), jnp.float32),
-          "value_positions": S((rows, VALUE_SLOTS), jnp.int32),
-          "value_labels": S((rows, VALUE_SLOTS), jnp.float32),
-          "value_weights": S((rows, VALUE_SLOTS), jnp.float32)}
+          "positions": S((rows, length), jnp.int32), "segments": S((rows, length), jnp.int32),
+          "value_positions": S((rows, slots), jnp.int32),
+          "value_labels": S((rows, slots), jnp.float32),
+          "value_weights": S((rows, slots), jnp.float32)}
 
 
 def main():

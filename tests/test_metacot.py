@@ -391,6 +391,13 @@ def test_pack_best_fit_decreasing_by_hand():
   np.testing.assert_array_equal(packed["positions"], [[0, 1, 2, 3, 4, 5, 0, 1],
                                                       [0, 1, 2, 3, 4, 0, 1, 2]])
   assert examples.fill(packed) == 1.0 and examples.fill(arrays) == 0.5
+  # best fit, not first fit: in rows of 7, lengths 5, 3, 3, 1 give [5] and [3, 3, 1] (the 1
+  # goes to the fullest row it fits), where first fit would give [5, 1] and [3, 3]
+  tokens = np.zeros((4, 7), np.int32)
+  for i, n in enumerate((5, 3, 3, 1)):
+    tokens[i, :n] = 10 + i
+  packed = examples.pack({**arrays, "tokens": tokens, "loss_mask": (tokens > 0) * 1.0})
+  np.testing.assert_array_equal(packed["tokens"], [[10] * 5 + [0] * 2, [11] * 3 + [12] * 3 + [13]])
   with pytest.raises(ValueError, match="pack takes encode's arrays"):
     examples.pack({**arrays, "prefix": tokens})
 

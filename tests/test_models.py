@@ -123,6 +123,8 @@ class ForwardTest(chex.TestCase):
     tokens = _random_tokens(5, (1, 3))
     with pytest.raises(ValueError, match="cannot be combined"):
       forward(self.params, CFG, tokens, np.arange(3)[None], cache, np.ones((1, 3), np.int32))
+    with pytest.raises(ValueError, match="need their positions"):
+      forward(self.params, CFG, tokens, segments_BxL=np.ones((1, 3), np.int32))
 
   def test_causal_by_gradient(self):
     """Output t has zero gradient w.r.t. the positional embeddings of positions > t."""

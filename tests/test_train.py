@@ -17,7 +17,7 @@ from metacot_jax.search.greedy import greedy_accuracy
 from metacot_jax.tasks import game24
 from metacot_jax.train import (Checkpoints, OptimizerConfig, batch_indices, create_train_state,
                                make_optimizer, masked_token_loss, sft_step, train, value_loss)
-from metacot_jax.train.steps import micro_batch_grads, sft_loss_fn, sft_totals
+from metacot_jax.train.steps import micro_batch_grads, sft_loss_fn, sft_totals, value_loss_fn
 
 
 _init_params = jax.jit(init_params, static_argnums=0)
@@ -362,6 +362,29 @@ class PackedRowsTest(chex.TestCase):
     np.testing.assert_allclose(packed_loss, loss, rtol=1e-5)
     chex.assert_trees_all_close(packed_metrics, metrics, rtol=1e-5)
     chex.assert_trees_all_close(packed_grads, grads, atol=2e-6)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_packed_value_loss_equals_one_example_a_row(self):
+    params = _init_params(SFT_MODEL, jax.random.PRNGKey(2))
+    fn = self.variant(functools.partial(value_loss_fn, config=SFT_MODEL))
+    (loss, metrics), (packed_loss, packed_metrics) = fn(params, self.rows), fn(params, self.packed)
+    chex.assert_shape(packed_loss, ())
+    np.testing.assert_allclose(packed_loss, loss, rtol=1e-5)
+    chex.assert_trees_all_close(packed_metrics, metrics, rtol=1e-5)
+
+  def test_packed_sft_step_in_micro_batches_takes_the_same_step(self):
+    rows = len(self.packed["tokens"]) // 2 * 2  # an even number of packed rows
+    batch = {k: v[:rows] for k, v in self.packed.items()}
+    opt = OptimizerConfig(learning_rate=1e-2, warmup_steps=0, total_steps=2)
+    one, two = _state(SFT_MODEL, opt, 3), _state(SFT_MODEL, opt, 3)
+    one, m1 = sft_step(one, batch, config=SFT_MODEL)
+    two, m2 = sft_step(two, batch, config=SFT_MODEL, micro_batches=2)
+    chex.assert_trees_all_close(m1, m2, rtol=1e-5)
+    loss_fn = jax.jit(functools.partial(sft_loss_fn, batch=batch, config=SFT_MODEL,
+                                        value_weight=1.0))
+    after = float(loss_fn(one.params)[0])
+    assert after < float(m1["loss"]) - 1e-3
+    np.testing.assert_allclose(float(loss_fn(two.params)[0]), after, rtol=1e-4)
 
   def test_packed_rows_without_segments_learn_something_else(self):
     params = _init_params(SFT_MODEL, jax.random.PRNGKey(1))

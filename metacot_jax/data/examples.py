@@ -118,7 +118,7 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Sequence[Segment]], length: 
   return out, dropped
 
 
-def pack(arrays: dict[str, np.ndarray], pad_id: int = 0) -> dict[str, np.ndarray]:
+def pack(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   """Packs `encode`'s examples several to a row of the same length, longest first, each
   into the fullest row it fits (best fit decreasing): short walks fill the room that
   long traces leave, so a training step carries 2-3x the tokens at the same cost.
@@ -126,8 +126,8 @@ def pack(arrays: dict[str, np.ndarray], pad_id: int = 0) -> dict[str, np.ndarray
   Adds positions [R, L] (restarting at 0 in each example) and segments [R, L] (1, 2, ...
   per example, 0 on padding) for `models.forward`, which then keeps attention inside
   each example; value positions index the packed row, and a row has as many value
-  slots as the fullest one needs. Losses are unchanged: an example's `<bos>` has no
-  loss, so nothing is learnt across a boundary.
+  slots as the fullest one needs (none when nothing is labelled). Losses are unchanged:
+  an example's `<bos>` has no loss, so nothing is learnt across a boundary.
   """
   known = {"tokens", "loss_mask", "value_positions", "value_labels", "value_weights"}
   if set(arrays) != known:
@@ -135,7 +135,7 @@ def pack(arrays: dict[str, np.ndarray], pad_id: int = 0) -> dict[str, np.ndarray
                      f"{', '.join(sorted(arrays))}")
   tokens = arrays["tokens"]
   n, length = tokens.shape
-  lengths = np.sum(tokens != pad_id, axis=1)
+  lengths = np.sum(tokens != Tokenizer.pad_id, axis=1)  # encode pads on the right
   rows: list[list[int]] = []  # example indices per row
   by_room: list[list[int]] = [[] for _ in range(length + 1)]  # row ids by free positions
   for i in sorted(range(n), key=lambda i: (-lengths[i], i)):
@@ -150,7 +150,7 @@ def pack(arrays: dict[str, np.ndarray], pad_id: int = 0) -> dict[str, np.ndarray
 
   num_values = np.sum(arrays["value_weights"] > 0, axis=1)
   slots = max(int(sum(num_values[i] for i in row)) for row in rows)
-  out = {"tokens": np.full((len(rows), length), pad_id, np.int32),
+  out = {"tokens": np.full((len(rows), length), Tokenizer.pad_id, np.int32),
          "loss_mask": np.zeros((len(rows), length), np.float32),
          "positions": np.zeros((len(rows), length), np.int32),
          "segments": np.zeros((len(rows), length), np.int32),
@@ -172,9 +172,9 @@ def pack(arrays: dict[str, np.ndarray], pad_id: int = 0) -> dict[str, np.ndarray
   return out
 
 
-def fill(arrays: dict[str, np.ndarray], pad_id: int = 0) -> float:
+def fill(arrays: dict[str, np.ndarray]) -> float:
   """The fraction of token positions that hold a token rather than padding."""
-  return float(np.mean(arrays["tokens"] != pad_id))
+  return float(np.mean(arrays["tokens"] != Tokenizer.pad_id))
 
 
 def cot_pairs(problems: Sequence[Countdown], max_solutions: int, seed: int = 0

@@ -123,6 +123,9 @@ class PolicyValueLM(nn.Module):
     cfg = self.config
     if segments_BxL is not None and cache is not None:
       raise ValueError("segments (packed training rows) and a KV cache cannot be combined")
+    if segments_BxL is not None and positions_BxL is None:
+      raise ValueError("packed rows need their positions (restarting in each example) beside "
+                       "the segments; data.examples.pack gives both")
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
     x_BxLxD = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, name="embed")(tokens_BxL)
