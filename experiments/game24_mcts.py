@@ -275,6 +275,12 @@ def main(argv):
   tokenizer = Tokenizer()
   cot_model, metacot_model = model_configs(cfg, tokenizer)
   run = RunDir(flags.FLAGS.workdir)
+  changes = run.config_changes(cfg.to_dict())
+  if changes:
+    logging.warning("%s was started with another config (%s): its finished phases keep their "
+                    "results and the rest run with this one; use a new --workdir to redo "
+                    "everything", run.path, "; ".join(changes))
+    run.save("config_changes", run.results.get("config_changes", []) + changes)
   run.save("config", cfg.to_dict())
   run.save("devices", {"count": jax.device_count(), "processes": jax.process_count(),
                        "kind": jax.devices()[0].device_kind})

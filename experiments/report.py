@@ -133,8 +133,11 @@ def write(run: RunDir):
            f"used), hard = ranks 1001-1362 ({r['data']['hard']} used). Models: CoT "
            f"{models.get('cot_params', 0):,} parameters, Meta-CoT "
            f"{models.get('metacot_params', 0):,}. Batches split over {dev['count']} "
-           f"{dev['kind']} device(s) in {dev['processes']} process(es).", "",
-           "## Targets (MISSION.md section 5)", "", "| target | measured | verdict |",
+           f"{dev['kind']} device(s) in {dev['processes']} process(es).", ""]
+  if r.get("config_changes"):
+    lines += ["Resumed with a changed config; phases finished before the change used the old "
+              "values: " + "; ".join(f"`{c}`" for c in r["config_changes"]) + ".", ""]
+  lines += ["## Targets (MISSION.md section 5)", "", "| target | measured | verdict |",
            "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in targets(r)]
 
   lines += ["", "## One greedy generation, no search, no verifier", "",

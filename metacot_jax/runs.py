@@ -55,5 +55,20 @@ class RunDir:
       self.save(key, value)
     return self.results[key]
 
+  def config_changes(self, config: dict) -> list[str]:
+    """The fields where `config` differs from the one saved under 'config' (`a.b: old -> new`),
+    so that a resumed run can say that its finished phases used other settings."""
+    if "config" not in self.results:
+      return []
+    return _changes(self.results["config"], json.loads(json.dumps(config)))  # tuples -> lists
+
   def checkpoints(self, name: str) -> Checkpoints:
     return Checkpoints(self.path / "checkpoints" / name)
+
+
+def _changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+  if isinstance(old, dict) and isinstance(new, dict):
+    return [change for key in sorted(set(old) | set(new), key=str)
+            for change in _changes(old.get(key, "(unset)"), new.get(key, "(unset)"),
+                                   f"{prefix}{key}.")]
+  return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]

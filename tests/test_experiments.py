@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -94,14 +95,34 @@ def _stable(results):
 
 
 @pytest.fixture(scope="module")
-def tiny_results(tmp_path_factory):
-  """results.json of one uninterrupted TINY run on one device."""
+def tiny_workdir(tmp_path_factory):
+  """The run directory of one uninterrupted TINY run on one device."""
   workdir = tmp_path_factory.mktemp("whole")
   whole = run_job(workdir, *TINY)
   assert whole.returncode == 0, whole.stderr[-3000:]
   assert (workdir / "report.md").exists()
   assert (workdir / "success_vs_compute.png").exists()
-  return json.loads((workdir / "results.json").read_text())
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def tiny_results(tiny_workdir):
+  """results.json of that run."""
+  return json.loads((tiny_workdir / "results.json").read_text())
+
+
+def test_resuming_with_other_overrides_says_what_changed(tmp_path, tiny_workdir, tiny_results):
+  """A finished run resumed with another override keeps its results and records the change."""
+  workdir = tmp_path / "run"
+  shutil.copytree(tiny_workdir, workdir)
+  again = run_job(workdir, *TINY, "--config.rl.beta=0.5")
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "was started with another config (rl.beta: 0.02 -> 0.5)" in again.stderr
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["config_changes"] == ["rl.beta: 0.02 -> 0.5"]
+  assert results["config"]["rl"]["beta"] == 0.5
+  assert results["rl/1.0"] == tiny_results["rl/1.0"]  # finished phases are not redone
+  assert "`rl.beta: 0.02 -> 0.5`" in (workdir / "report.md").read_text()
 
 
 def test_main_job_splits_batches_over_8_devices(tmp_path, tiny_results):
