@@ -327,7 +327,8 @@ def main(argv):
   run.save("models", {**run.results["models"],
                       "metacot_params": count_params(metacot_state.params)})
 
-  # 3. One greedy generation each, no outside search or verifier.
+  # 3. One greedy generation each, no outside search or verifier; then given steps, to
+  # tell wrong arithmetic from wrong choices.
   for name, state, model in (("cot", cot_state, cot_model),
                              ("metacot", metacot_state, metacot_model)):
     for split, ps in (("test", test_p), ("hard", hard_p)):
@@ -335,6 +336,11 @@ def main(argv):
           state.params, model, tokenizer, ps, batch_size=cfg.eval.batch_size, mesh=mesh))
       print(f"greedy {name:8s} {split}: {result['accuracy']:.1%}, "
             f"{result['mean_tokens']:.0f} tokens")
+    result = run.phase(f"arithmetic/{name}", lambda: metacot_eval.arithmetic(
+        state.params, model, tokenizer, test_p, np.random.default_rng(cfg.seed),
+        batch_size=cfg.eval.batch_size, mesh=mesh))
+    print(f"given steps {name:8s} test: {result['result_accuracy']:.1%} results right, "
+          f"{result['step_accuracy']:.1%} legal")
   hard = run.results["greedy/metacot/hard"]
   run.save("metacot_length_vs_amt", {"spearman": metacot_eval.rank_correlation(
       amt["hard"][:len(hard["tokens"])], hard["tokens"])})

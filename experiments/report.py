@@ -141,14 +141,28 @@ def write(run: RunDir):
            "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in targets(r)]
 
   lines += ["", "## One greedy generation, no search, no verifier", "",
-            "| model | split | accuracy | mean generated tokens | mean steps | mean backtracks |",
-            "| --- | --- | --- | --- | --- | --- |"]
+            "| model | split | accuracy | mean generated tokens | mean steps | mean backtracks "
+            "| with an illegal step | first one at a backtrack |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for name in ("cot", "metacot"):
     for split in ("test", "hard"):
       g = r.get(f"greedy/{name}/{split}")
       if g:
+        at_back = g.get("illegal_at_backtrack_rate")  # absent in runs before it was measured
         lines.append(f"| {name} | {split} | {g['accuracy']:.1%} | {g['mean_tokens']:.0f} | "
-                     f"{g['mean_steps']:.1f} | {g['mean_backtracks']:.2f} |")
+                     f"{g['mean_steps']:.1f} | {g['mean_backtracks']:.2f} | "
+                     f"{g['illegal_step_rate']:.0%} | "
+                     f"{'-' if at_back is None else f'{at_back:.0%}'} |")
+  given = [(name, r[f"arithmetic/{name}"]) for name in ("cot", "metacot")
+           if f"arithmetic/{name}" in r]
+  if given:
+    lines += ["", "Given steps (test split): each step of a random legal walk is given up to "
+              "its `=` and the model writes the rest (`metacot.evaluate.arithmetic`).", "",
+              "| model | steps | result right | legal step | result right by step of the walk |",
+              "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {name} | {a['steps']} | {a['result_accuracy']:.1%} | {a['step_accuracy']:.1%} "
+              f"| {' / '.join(f'{x:.0%}' for x in a['result_accuracy_by_depth'])} |"
+              for name, a in given]
   if "metacot_length_vs_amt" in r:
     lines += ["", f"Meta-CoT length against human solve time (AMT) on the hard split: Spearman "
               f"rho = {r['metacot_length_vs_amt']['spearman']:.2f}."]

@@ -4,6 +4,7 @@ and the in-context evaluation's rank correlation."""
 
 import dataclasses
 import functools
+import types
 from fractions import Fraction
 
 import chex
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from metacot_jax.data import examples
 from metacot_jax.data.examples import Segment, cot_pairs, sft_arrays
-from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.data.tokenizer import Tokenizer, pad_batch
 from metacot_jax.metacot import evaluate, from_search, round0, symbolic, trace
 from metacot_jax.metacot.trace import Expansion
 from metacot_jax.models import ModelConfig, init_params
@@ -142,6 +143,24 @@ def test_parse_reports_illegal_steps_and_unknown_backtracks():
   facts = trace.parse(problem, "10 - 4 = 6 (left: 5 6 6)\n6 * 5 = 30 (left: 6 30)\n"
                       "30 + 6 = 36 (left: 36)\n")
   assert facts.errors == () and not facts.reached_goal
+
+
+def test_parse_tells_whether_the_first_error_is_at_a_backtrack():
+  problem = game24.make("4 5 6 10")
+  dead_end = "5 + 4 = 9 (left: 6 9 10)\n10 - 9 = 1 (left: 1 6)\n"
+  cases = {
+      "": False,  # no error
+      "5 + 4 = 10 (left: 6 10 10)\n": False,  # wrong before any backtrack
+      dead_end + "back to 6 9 10\n10 - 6 = 3 (left: 3 9)\n": True,  # the step after one
+      dead_end + "back to 6 9 10\n10 - 6 = 4 (left: 6 9)\n": True,  # left wrong after one
+      dead_end + "back to 1 2 3\n": True,  # to a state never visited
+      dead_end + "back to 6 9 10\n10 - 6 = 4 (left: 4 9)\n9 * 4 = 35 (left: 35)\n": False,
+      "5 + 4 = 10 (left: 6 10 10)\nback to 4 5 6 10\n6 - 5 = 2 (left: 2 4 10)\n": False,
+  }
+  for text, expected in cases.items():
+    facts = trace.parse(problem, text)
+    assert facts.first_error_at_backtrack is expected, text
+    assert not expected or facts.errors
 
 
 _FRAGMENTS = ["back to ", "4", "5", "6", "10", "1/0", "-3", " + ", " - ", " * ", " / ", " = ",
@@ -817,3 +836,46 @@ def test_rank_correlation_by_hand():
   got = evaluate.rank_correlation([5, 1, 5, 5, 0], [0.1, 0.2, 0.3, 0.3, 0.0])
   assert got == pytest.approx(_pearson([4, 2, 4, 4, 1], [2, 3, 4.5, 4.5, 1]))
   assert np.isnan(evaluate.rank_correlation([1, 1, 1], [1, 2, 3]))
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Given steps: computing apart from choosing.
+
+def _scripted_sampler(tokenizer, mistakes):
+  """Stands in for the model: completes each given step right, except that at walk step
+  d it makes mistakes[d] ('state': right result, wrong numbers left; 'result': wrong
+  result; None: no mistake). Returns what `sample_prompts` returns."""
+  def sample(params, config, prompts, cfg, rng, *, batch_size, mesh=None):
+    rows = []
+    for ids in prompts:
+      first, *steps, head = tokenizer.decode(ids).split("\n")
+      numbers, target = first[len("Input: "):].split(" -> ")
+      state = trace.parse(Countdown.make(numbers, int(target)), "\n".join(steps)).states[-1]
+      line = next(s for s, _ in countdown.successors(state) if s.startswith(head))
+      rest = {"state": line[len(head):].split(" (left:")[0] + " (left: 0)",
+              "result": "999 (left: 999)"}.get(mistakes[len(steps)], line[len(head):])
+      rows.append(tokenizer.encode(rest + "\n"))
+    return types.SimpleNamespace(tokens_BxN=pad_batch(rows, max(map(len, rows))))
+  return sample
+
+
+def test_arithmetic_scores_each_given_step(monkeypatch):
+  tokenizer = Tokenizer()
+  problems = [game24.make(p) for p in ("4 5 6 10", "1 2 3 4", "3 3 8 8")]
+  monkeypatch.setattr(evaluate, "sample_prompts",
+                      _scripted_sampler(tokenizer, [None, "state", "result"]))
+  got = evaluate.arithmetic(None, None, tokenizer, problems, np.random.default_rng(0))
+  assert got["steps"] == 9  # three steps a walk
+  assert got["result_accuracy"] == pytest.approx(2 / 3)
+  assert got["step_accuracy"] == pytest.approx(1 / 3)
+  assert got["result_accuracy_by_depth"] == [1.0, 1.0, 0.0]
+
+  monkeypatch.setattr(evaluate, "sample_prompts", _scripted_sampler(tokenizer, [None] * 3))
+  got = evaluate.arithmetic(None, None, tokenizer, problems, np.random.default_rng(1))
+  assert (got["result_accuracy"], got["step_accuracy"]) == (1.0, 1.0)
+
+
+def test_arithmetic_needs_a_step_to_give():
+  with pytest.raises(ValueError, match="two or more numbers"):
+    evaluate.arithmetic(None, None, Tokenizer(), [Countdown.make([7], 7)],
+                        np.random.default_rng(0))

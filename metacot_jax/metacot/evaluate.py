@@ -3,12 +3,14 @@
 `in_context`: one greedy generation per problem, read back with `trace.parse` for
 its facts (steps, backtracks, tokens). `sampled`: G generations per problem at
 temperature 1, scored like the RL reward. Only the final answer line is verified.
+`arithmetic`: teacher-forced steps, to tell wrong sums from wrong plans.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from metacot_jax.data.tokenizer import Tokenizer
@@ -17,6 +19,7 @@ from metacot_jax.metacot.reward import TraceReward
 from metacot_jax.models.sampling import SamplingConfig
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search.greedy import generate, sample_prompts
+from metacot_jax.tasks import countdown
 from metacot_jax.tasks.countdown import Countdown
 
 
@@ -36,10 +39,58 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
       "mean_steps": float(np.mean([f.steps for f in facts])),
       "mean_backtracks": float(np.mean([f.backtracks for f in facts])),
       "illegal_step_rate": float(np.mean([len(f.errors) > 0 for f in facts])),
+      # of all generations, those whose first error is at a backtrack
+      "illegal_at_backtrack_rate": float(np.mean([f.first_error_at_backtrack for f in facts])),
       "correct": correct, "tokens": tokens,
       "steps": [f.steps for f in facts], "backtracks": [f.backtracks for f in facts],
       "example": texts[0],
   }
+
+
+def arithmetic(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
+               rng: np.random.Generator, *, batch_size: int = 100, mesh=None) -> dict:
+  """How often the model completes a given step right, with the choice of step taken away.
+
+  One random legal walk per problem; before each of its steps the model reads the
+  prompt, the walk so far and the step's `a op b = `, and greedily writes the rest of
+  the line. `result_accuracy`: the value `c` is right (also per step of the walk: deeper
+  steps meet fractions and large values); `step_accuracy`: the whole line (`c` and the
+  numbers left) is a legal step. Low rates mean illegal steps come from computing, high
+  ones that they come from the context of the model's own choices.
+  """
+  prompts, heads, states, depths = [], [], [], []
+  for p in problems:
+    state, text = tuple(sorted(p.initial_state())), p.prompt()
+    while len(state) > 1:
+      depths.append(len(p.numbers) - len(state))
+      kids = countdown.successors(state)
+      step, child = kids[rng.integers(len(kids))]
+      head = step.split("= ", 1)[0] + "= "
+      prompts.append(tokenizer.encode(text + head, bos=True))
+      heads.append(head)
+      states.append(state)
+      state, text = child, text + step + "\n"
+  if not prompts:
+    raise ValueError("arithmetic needs problems of two or more numbers (a step to complete)")
+  cfg = SamplingConfig(24, 0.0, 0, (tokenizer.newline_id, tokenizer.eos_id))
+  out = sample_prompts(params, config, prompts, cfg, jax.random.PRNGKey(0),
+                       batch_size=batch_size, mesh=mesh)
+  result_ok, step_ok = [], []
+  for head, state, row in zip(heads, states, out.tokens_BxN):
+    rest = tokenizer.decode(row).split("\n", 1)[0]
+    a, op, b = head[:-3].split(" ")
+    try:
+      value = countdown.parse_number(rest.split(" (left:", 1)[0])
+    except ValueError:
+      value = None
+    result_ok.append(value == countdown.apply_op(countdown.parse_number(a), op,
+                                                 countdown.parse_number(b)))
+    step_ok.append(countdown.check_step(state, head + rest).ok)
+  result_ok, depths = np.asarray(result_ok), np.asarray(depths)
+  return {"steps": len(prompts), "result_accuracy": float(result_ok.mean()),
+          "step_accuracy": float(np.mean(step_ok)),
+          "result_accuracy_by_depth": [float(result_ok[depths == d].mean())
+                                       for d in range(depths.max() + 1)]}
 
 
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:

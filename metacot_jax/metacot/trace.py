@@ -107,6 +107,8 @@ class ParsedTrace:
   answer: str  # the final answer line, '' if none
   errors: tuple[str, ...]  # illegal steps, unknown backtrack targets, stray lines
   reached_goal: bool
+  # the first error is a `back to` line or the step right after one
+  first_error_at_backtrack: bool = False
 
 
 def parse(problem: Countdown, text: str) -> ParsedTrace:
@@ -115,12 +117,16 @@ def parse(problem: Countdown, text: str) -> ParsedTrace:
   states, visited = [current], {current}
   steps = backtracks = 0
   answer, errors, reached = "", [], False
+  after_back = at_backtrack = False
   for raw in text.splitlines():
     line = _VALUE.sub("", raw)
     if line.startswith("Answer:"):
       answer = line
       break
-    if line.startswith(BACK):
+    if not errors:
+      at_backtrack = after_back or line.startswith(BACK)
+    after_back = line.startswith(BACK)
+    if after_back:
       try:
         target = tuple(sorted(countdown.parse_number(t) for t in line[len(BACK):].split()))
       except ValueError as e:
@@ -140,4 +146,5 @@ def parse(problem: Countdown, text: str) -> ParsedTrace:
     states.append(current)
     visited.add(current)
     reached |= problem.is_goal(current)
-  return ParsedTrace(tuple(states), steps, backtracks, answer, tuple(errors), reached)
+  return ParsedTrace(tuple(states), steps, backtracks, answer, tuple(errors), reached,
+                     bool(errors) and at_backtrack)
