@@ -57,6 +57,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.data.walk_arithmetic_loss = 1.0  # policy loss on each walk step's result and state (0: none)
   c.data.unsolvable_walks = 4  # arithmetic-only walks per unsolvable multiset (0: none)
   c.data.traces_per_problem = 4  # Meta-CoT: symbolic search traces per puzzle
+  # each DFS trace blurs the solver's value with noise of one of these scales: larger scales,
+  # more dead ends and backtracks (default traces: 80 tokens; (0.1, 0.2, 0.4): 53; README)
+  c.data.dfs_noise_scales = (0.3, 0.6, 1.0)
   c.data.loss_variant = "all"  # Meta-CoT loss: 'all' | 'z_only' | 'mask_off_path'
   # several examples to a training row (attention kept inside each): 2-3x the real tokens per
   # row. Every preset packs; only the default's SFT batches were resized for it (star.sft and

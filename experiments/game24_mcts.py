@@ -272,6 +272,10 @@ def main(argv):
   scale.initialize_distributed()
   mesh = scale.data_mesh()
   check_batches_divide(cfg, scale.mesh_size(mesh))
+  try:
+    round0.check_noise_scales(cfg.data.dfs_noise_scales)
+  except ValueError as e:
+    raise app.UsageError(f"--config.data.dfs_noise_scales: {e}") from None
   tokenizer = Tokenizer()
   cot_model, metacot_model = model_configs(cfg, tokenizer)
   run = RunDir(flags.FLAGS.workdir)
@@ -320,7 +324,8 @@ def main(argv):
     return training_rows(exs + walks, cfg.metacot_sft.length, key, traces=len(traces),
                          mean_trace_tokens=float(np.mean(lengths)) if lengths else 0.0)
 
-  symbolic = lambda: round0.symbolic_traces(train_p, cfg.data.traces_per_problem, cfg.seed)
+  symbolic = lambda: round0.symbolic_traces(train_p, cfg.data.traces_per_problem, cfg.seed,
+                                            noise_scales=cfg.data.dfs_noise_scales)
   init = cot_state.params if cfg.metacot_sft.init_from_cot else None
   metacot_state = sft(cfg, run, "sft_metacot", metacot_model, cfg.metacot_sft,
                       lambda: metacot_data(symbolic(), "metacot_data"), mesh, init_params=init)

@@ -61,6 +61,15 @@ def test_bad_model_dtype_fails_before_work(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_negative_dfs_noise_fails_before_work(tmp_path):
+  done = run_job(tmp_path / "run", "--preset=quick", "--config.data.dfs_noise_scales=(0.3,-1.0)",
+                 timeout=120)
+  assert done.returncode != 0
+  assert "--config.data.dfs_noise_scales: DFS noise scales must be" in done.stderr
+  assert "Traceback" not in done.stderr
+  assert not (tmp_path / "run").exists()
+
+
 def test_metacot_model_of_another_shape_fails_before_work(tmp_path):
   done = run_job(tmp_path / "run", "--preset=quick", "--config.metacot_model.num_layers=3",
                  timeout=120)

@@ -106,6 +106,20 @@ def test_round0_symbolic_traces_parse_to_the_goal():
     assert facts.errors == () and facts.reached_goal and problem.verify(facts.answer).ok
 
 
+def test_dfs_noise_sets_how_often_symbolic_traces_backtrack():
+  problems = ROUND_TRIP_PROBLEMS
+  def backtracks(scales):
+    out = round0.symbolic_traces(problems, 4, seed=2, noise_scales=scales)
+    return [trace.parse(p, trace.trace_text(lines)).backtracks for p, lines in out], len(out)
+  clean, found = backtracks((0.0,))
+  assert found == 4 * len(problems) and not any(clean)  # the solver's value: straight there
+  noisy, _ = backtracks((1.0, 2.0))
+  assert np.mean(noisy) > 0.5, noisy
+  for bad in ((), (0.3, -0.1), (float("nan"),)):
+    with pytest.raises(ValueError, match="DFS noise scales"):
+      round0.symbolic_traces(problems, 1, noise_scales=bad)
+
+
 def test_linearize_rejects_a_path_that_is_not_a_solution():
   problem = game24.make("4 5 6 10")
   e = Expansion(_f(4, 5, 6, 10), "5 + 4 = 9 (left: 6 9 10)", _f(6, 9, 10))

@@ -24,15 +24,29 @@ def trace_segments(problem: Countdown, lines: Sequence[trace.Line], variant: str
       Segment(l.text + "\n", w) for l, w in zip(lines, weights)]
 
 
+def check_noise_scales(noise_scales: Sequence[float]) -> tuple[float, ...]:
+  """The DFS noise scales as a tuple, or a clear error when there are none or one is < 0."""
+  scales = tuple(noise_scales)
+  if not scales or any(not np.isfinite(s) or s < 0 for s in scales):
+    raise ValueError(f"DFS noise scales must be one or more finite numbers >= 0, got "
+                     f"{scales!r} (e.g. --config.data.dfs_noise_scales='(0.3,0.6,1.0)')")
+  return scales
+
+
 def symbolic_traces(problems: Sequence[Countdown], traces_per_problem: int, seed: int = 0, *,
                     noise_scales: Sequence[float] = (0.3, 0.6, 1.0), max_children: int = 3,
                     bfs_fraction: float = 0.0) -> list[tuple[Countdown, list[trace.Line]]]:
-  """Successful symbolic searches, `traces_per_problem` tries per problem (failures dropped)."""
+  """Successful symbolic searches, `traces_per_problem` tries per problem (failures dropped).
+
+  Each DFS blurs the true solvability with noise of a scale drawn from `noise_scales`:
+  0 walks straight to the goal, larger scales take more dead ends and backtracks.
+  """
+  scales = check_noise_scales(noise_scales)
   rng = np.random.default_rng(seed)
   out = []
   for problem in problems:
     for _ in range(traces_per_problem):
-      noise = float(rng.choice(noise_scales))
+      noise = float(rng.choice(scales))
       if rng.random() < bfs_fraction:
         found = symbolic.bfs(problem, rng, noise_scale=noise)
       else:
