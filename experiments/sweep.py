@@ -6,33 +6,75 @@
 Finished trials are skipped when the sweep runs again (a killed trial resumes from
 its checkpoints); a failed trial is recorded with its error and the others go on.
 Ends with a summary table across trials (also written to `summary.md`).
+
+On an accelerator the default models are too small to fill it, so `--parallel N`
+runs N trials side by side (each allocating GPU memory as it needs it). `--set`
+gives every trial the same override; `--base DIR` starts each new trial from a copy
+of a finished run, so only the phases its overrides add run (e.g. one RL run per
+gamma from one SFT model). Grid values may hold commas inside parentheses:
+`--grid "data.dfs_noise_scales=(0.1,0.2,0.4),(0.3,0.6,1.0)"`.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import itertools
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 SUMMARY_KEYS = ("greedy/cot/test", "greedy/metacot/test", "mcts/verifier/tree/",
                 "mcts/learned/tree/")
+RL_COLUMN = "rl/<gamma> greedy"
+
+
+def split_values(values: str) -> list[str]:
+  """'a,(1,2),b' -> ['a', '(1,2)', 'b']: commas inside parentheses stay in their value."""
+  out, depth, start = [], 0, 0
+  for i, ch in enumerate(values):
+    depth += {"(": 1, ")": -1}.get(ch, 0)
+    if depth < 0:
+      break
+    if ch == "," and depth == 0:
+      out.append(values[start:i])
+      start = i + 1
+  if depth != 0:
+    raise ValueError(f"unbalanced parentheses in {values!r}")
+  return out + [values[start:]]
+
+
+def parse_overrides(items: list[str], flag: str, many: bool) -> list[tuple[str, list[str]]]:
+  """FIELD=V1,V2,... (or FIELD=VALUE when not `many`) as (field, values); bad ones exit."""
+  usage = "FIELD=V1,V2,... e.g. search.num_candidates=2,4" if many else (
+      "FIELD=VALUE e.g. star.rounds=0")
+  parsed = []
+  for item in items:
+    key, eq, values = item.partition("=")
+    try:
+      split = split_values(values) if many else [values]
+    except ValueError as e:
+      raise SystemExit(f"{flag} {item!r}: {e}; expected {usage}") from None
+    if not eq or not key or not all(split):
+      raise SystemExit(f"{flag} {item!r}: expected {usage}")
+    parsed.append((key, split))
+  return parsed
 
 
 def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
-  grid = []
-  for item in items:
-    key, eq, values = item.partition("=")
-    if not eq or not key or not values:
-      raise SystemExit(f"--grid {item!r}: expected FIELD=V1,V2,... e.g. search.num_candidates=2,4")
-    grid.append((key, values.split(",")))
-  return grid
+  return parse_overrides(items, "--grid", many=True)
 
 
 def trial_name(overrides: dict[str, str]) -> str:
-  return "_".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items()) or "base"
+  """A folder name: 'num_candidates=4_dfs_noise_scales=0.1-0.2' (tuples joined by '-')."""
+  def value(v: str) -> str:
+    items = [x.strip() for x in v.strip("()").split(",") if x.strip()]
+    return re.sub(r"[^\w.=+-]", "_", "-".join(items)) or "none"
+  return "_".join(f"{k.split('.')[-1]}={value(v)}" for k, v in overrides.items()) or "base"
 
 
 def summary_row(results: dict) -> dict[str, str]:
@@ -43,7 +85,28 @@ def summary_row(results: dict) -> dict[str, str]:
     if matches:
       r = results[matches[-1]]
       row[matches[-1]] = f"{r['accuracy']:.1%}"
+  rl = [(k.split("/", 1)[1], r) for k, r in results.items()
+        if k.startswith("rl/") and k != "rl/reference"]
+  if rl:  # the RL frontier: each gamma's greedy accuracy at its mean length
+    row[RL_COLUMN] = "; ".join(f"{g}: {r['accuracy']:.0%} at {r['mean_tokens']:.0f} tokens"
+                               for g, r in rl)
   return row
+
+
+def run_trial(cmd: list[str], trial_dir: Path, env: dict, base: Path | None) -> dict:
+  """Runs one trial to its end (from a copy of `base` when it has not started) -> status."""
+  if base is not None and not (trial_dir / "results.json").exists():
+    # not the base's own sweep records: the copy must still run
+    shutil.copytree(base, trial_dir, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("trial.json", "log.txt"))
+  trial_dir.mkdir(parents=True, exist_ok=True)
+  with open(trial_dir / "log.txt", "a") as log:
+    done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+  status = {"status": "done" if done.returncode == 0 else "failed",
+            "returncode": done.returncode}
+  if done.returncode:
+    status["error"] = (trial_dir / "log.txt").read_text()[-2000:]
+  return status
 
 
 def main(argv=None):
@@ -51,44 +114,67 @@ def main(argv=None):
   parser.add_argument("--workdir", required=True)
   parser.add_argument("--preset", default="quick")
   parser.add_argument("--grid", action="append", default=[], help="FIELD=V1,V2 (repeatable)")
+  parser.add_argument("--set", action="append", default=[], dest="fixed",
+                      help="FIELD=VALUE for every trial (repeatable)")
+  parser.add_argument("--parallel", type=int, default=1,
+                      help="trials run side by side (e.g. several small models on one GPU)")
+  parser.add_argument("--base", default=None,
+                      help="a finished run directory each new trial starts from (a copy)")
   parser.add_argument("--module", default="experiments.game24_mcts")
   args = parser.parse_args(argv)
+  if args.parallel < 1:
+    raise SystemExit(f"--parallel {args.parallel}: need at least 1 trial at a time")
+  base = Path(args.base) if args.base else None
+  if base is not None and not (base / "results.json").is_file():
+    raise SystemExit(f"--base {base}: not a run directory (no results.json); give the "
+                     "--workdir of a finished or partly finished run")
 
   root = Path(args.workdir)
   root.mkdir(parents=True, exist_ok=True)
   grid = parse_grid(args.grid)
+  fixed = [f"--config.{k}={v[0]}" for k, v in parse_overrides(args.fixed, "--set", many=False)]
   keys = [k for k, _ in grid]
   trials = [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
-  statuses = {}
-  for overrides in trials:
-    name = trial_name(overrides)
-    trial_dir = root / name
-    status_path = trial_dir / "trial.json"
-    if status_path.exists() and json.loads(status_path.read_text())["status"] == "done":
-      print(f"[skip] {name}: done")
-      statuses[name] = json.loads(status_path.read_text())
-      continue
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", args.module, f"--workdir={trial_dir}", f"--preset={args.preset}"]
-    cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
-    print(f"[run] {name}: {' '.join(cmd[2:])}", flush=True)
-    with open(trial_dir / "log.txt", "a") as log:
-      done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, check=False)
-    status = {"overrides": overrides, "status": "done" if done.returncode == 0 else "failed",
-              "returncode": done.returncode}
-    if done.returncode:
-      status["error"] = (trial_dir / "log.txt").read_text()[-2000:]
-      print(f"[failed] {name} (exit {done.returncode}); see {trial_dir / 'log.txt'}")
-    status_path.write_text(json.dumps(status, indent=1))
-    statuses[name] = status
+  names = [trial_name(o) for o in trials]
+  if len(set(names)) < len(names):
+    raise SystemExit("two grid points share a trial folder name ("
+                     + ", ".join(sorted({n for n in names if names.count(n) > 1}))
+                     + "); give their values distinct digits or letters")
+  env = dict(os.environ)
+  if args.parallel > 1:  # else each process takes most of the GPU's memory at its start
+    env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  statuses, pending = {}, {}
+  with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
+    for overrides in trials:
+      name = trial_name(overrides)
+      trial_dir = root / name
+      status_path = trial_dir / "trial.json"
+      if status_path.exists() and json.loads(status_path.read_text())["status"] == "done":
+        print(f"[skip] {name}: done")
+        statuses[name] = json.loads(status_path.read_text())
+        continue
+      cmd = [sys.executable, "-m", args.module, f"--workdir={trial_dir}",
+             f"--preset={args.preset}"] + fixed
+      cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
+      print(f"[run] {name}: {' '.join(cmd[2:])}", flush=True)
+      pending[pool.submit(run_trial, cmd, trial_dir, env, base)] = (name, overrides)
+    for future in concurrent.futures.as_completed(pending):
+      name, overrides = pending[future]
+      status = {"overrides": overrides, **future.result()}
+      if status["returncode"]:
+        print(f"[failed] {name} (exit {status['returncode']}); see {root / name / 'log.txt'}",
+              flush=True)
+      (root / name / "trial.json").write_text(json.dumps(status, indent=1))
+      statuses[name] = status
 
-  lines = ["| trial | status | " + " | ".join(SUMMARY_KEYS) + " |",
-           "| --- | --- | " + " | ".join("---" for _ in SUMMARY_KEYS) + " |"]
-  for name, status in statuses.items():
+  columns = SUMMARY_KEYS + (RL_COLUMN,)
+  lines = ["| trial | status | " + " | ".join(columns) + " |",
+           "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
+  for name in names:
     results_path = root / name / "results.json"
     row = summary_row(json.loads(results_path.read_text())) if results_path.exists() else {}
-    cells = [next((v for k, v in row.items() if k.startswith(key)), "-") for key in SUMMARY_KEYS]
-    lines.append(f"| {name} | {status['status']} | " + " | ".join(cells) + " |")
+    cells = [next((v for k, v in row.items() if k.startswith(key)), "-") for key in columns]
+    lines.append(f"| {name} | {statuses[name]['status']} | " + " | ".join(cells) + " |")
   (root / "summary.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
   return 0 if all(s["status"] == "done" for s in statuses.values()) else 1

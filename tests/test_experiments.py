@@ -208,18 +208,22 @@ def _kill_when(workdir, pattern, timeout=600):
   proc.wait()
 
 
-def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
-  args = ["--workdir", str(tmp_path), "--module", FAKE_JOB, "--grid", "acc=0.25,0.75",
-          "--grid", "fail=0,1"]
+def _sweep(args):
+  """sweep.main with the fake job, from the repo root (where its module is found)."""
   old = os.getcwd()
   os.chdir(REPO)
   try:
-    assert sweep.main(args) == 1  # one trial per acc fails
-    first = capsys.readouterr().out
-    assert sweep.main(args) == 1
-    second = capsys.readouterr().out
+    return sweep.main(["--module", FAKE_JOB] + [str(a) for a in args])
   finally:
     os.chdir(old)
+
+
+def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
+  args = ["--workdir", tmp_path, "--grid", "acc=0.25,0.75", "--grid", "fail=0,1"]
+  assert _sweep(args) == 1  # one trial per acc fails
+  first = capsys.readouterr().out
+  assert _sweep(args) == 1
+  second = capsys.readouterr().out
   assert first.count("[run]") == 4
   assert second.count("[skip]") == 2 and second.count("[run]") == 2
   for acc in ("0.25", "0.75"):
@@ -234,6 +238,59 @@ def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
 def test_sweep_rejects_malformed_grid(tmp_path):
   with pytest.raises(SystemExit, match="FIELD=V1,V2"):
     sweep.main(["--workdir", str(tmp_path), "--grid", "search.num_candidates"])
+
+
+def test_sweep_runs_trials_side_by_side_with_shared_overrides(tmp_path, monkeypatch):
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+  # each trial waits until all three have started: one at a time, the first would time out
+  assert _sweep(["--workdir", tmp_path, "--parallel", 3, "--grid", "acc=0.25,0.5,0.75",
+                 "--set", "barrier=3", "--set", "data.dfs_noise_scales=(0.1,0.2)"]) == 0
+  for acc in ("0.25", "0.5", "0.75"):
+    seen = json.loads((tmp_path / f"acc={acc}" / "seen.json").read_text())
+    assert seen["overrides"] == {"barrier": "3", "data.dfs_noise_scales": "(0.1,0.2)", "acc": acc}
+    assert seen["preallocate"] == "false"  # side by side on one GPU: allocate as needed
+  rows = (tmp_path / "summary.md").read_text().splitlines()[2:]
+  assert [r.split(" | ")[0] for r in rows] == ["| acc=0.25", "| acc=0.5", "| acc=0.75"]
+  assert "| acc=0.75 | done | 75.0%" in rows[2]
+
+
+def test_sweep_starts_new_trials_from_a_copy_of_a_base_run(tmp_path):
+  base = tmp_path / "base"
+  (base / "checkpoints" / "sft_metacot").mkdir(parents=True)
+  (base / "checkpoints" / "sft_metacot" / "1500").write_text("weights")
+  (base / "results.json").write_text(json.dumps({"greedy/metacot/test": {"accuracy": 0.3}}))
+  (base / "trial.json").write_text(json.dumps({"status": "done"}))  # the base was a trial
+  args = ["--workdir", tmp_path / "rl", "--base", base, "--grid", "gamma=1.0,0.9"]
+  assert _sweep(args) == 0
+  for gamma in ("1.0", "0.9"):
+    trial = tmp_path / "rl" / f"gamma={gamma}"
+    assert (trial / "checkpoints" / "sft_metacot" / "1500").read_text() == "weights"
+    results = json.loads((trial / "results.json").read_text())
+    assert results["greedy/metacot/test"] == {"accuracy": 0.3} and f"rl/{gamma}" in results
+    assert (trial / "runs.txt").read_text() == "x"
+  assert not (base / "runs.txt").exists()  # the base itself is left as it was
+  summary = (tmp_path / "rl" / "summary.md").read_text()
+  assert "| gamma=0.9 | done | 50.0% | 30.0% | 50.0% | - | 0.9: 50% at 80 tokens |" in summary
+  assert _sweep(args) == 0  # done trials are skipped, not copied over again
+  assert (tmp_path / "rl" / "gamma=0.9" / "runs.txt").read_text() == "x"
+  with pytest.raises(SystemExit, match="not a run directory"):
+    _sweep(["--workdir", tmp_path / "x", "--base", tmp_path / "missing"])
+
+
+def test_sweep_grid_values_keep_commas_inside_parentheses(tmp_path):
+  assert sweep.parse_grid(["data.dfs_noise_scales=(0.1,0.2,0.4),(0.3,0.6,1.0)", "seed=0,1"]) == [
+      ("data.dfs_noise_scales", ["(0.1,0.2,0.4)", "(0.3,0.6,1.0)"]), ("seed", ["0", "1"])]
+  assert sweep.trial_name({"data.dfs_noise_scales": "(0.1,0.2,0.4)", "seed": "1"}) == (
+      "dfs_noise_scales=0.1-0.2-0.4_seed=1")
+  for bad, message in (("rl.gammas=(1.0,0.9", "unbalanced"), ("x=1),(2", "unbalanced"),
+                       ("seed=0,,1", "FIELD=V1,V2")):
+    with pytest.raises(SystemExit, match=message):
+      sweep.parse_grid([bad])
+  for args, message in ((["--set", "star.rounds"], "FIELD=VALUE"),
+                        (["--parallel", "0"], "at least 1"),
+                        (["--grid", "x=(1,2),1-2"], "share a trial folder name")):
+    with pytest.raises(SystemExit, match=message):
+      _sweep(["--workdir", tmp_path] + args)
 
 
 @pytest.mark.slow

@@ -1,8 +1,14 @@
-"""A stand-in for the main job in sweep tests: same flags, instant, fails on request."""
+"""A stand-in for the main job in sweep tests: same flags, instant, fails on request.
+
+Overrides it understands: fail=1 exits 3; acc=X is the accuracy it reports; gamma=G adds an
+RL result; barrier=N waits (up to 60 s) until N trials of the sweep have started.
+"""
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 parser = argparse.ArgumentParser()
@@ -14,8 +20,23 @@ if overrides.get("fail") == "1":
   print("boom: asked to fail", file=sys.stderr)
   sys.exit(3)
 workdir = Path(args.workdir)
+workdir.mkdir(parents=True, exist_ok=True)
+if "barrier" in overrides:  # proves trials run side by side: each waits for the others
+  (workdir.parent / f"started_{workdir.name}").write_text("")
+  deadline = time.time() + 60
+  while len(list(workdir.parent.glob("started_*"))) < int(overrides["barrier"]):
+    if time.time() > deadline:
+      print("barrier: the other trials never started", file=sys.stderr)
+      sys.exit(4)
+    time.sleep(0.05)
 runs = workdir / "runs.txt"
 runs.write_text(runs.read_text() + "x" if runs.exists() else "x")
+(workdir / "seen.json").write_text(json.dumps(
+    {"overrides": overrides, "preallocate": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")}))
 acc = float(overrides.get("acc", "0.5"))
-(workdir / "results.json").write_text(json.dumps(
-    {"greedy/cot/test": {"accuracy": acc}, "mcts/verifier/tree/4": {"accuracy": acc}}))
+results = {"greedy/cot/test": {"accuracy": acc}, "mcts/verifier/tree/4": {"accuracy": acc}}
+if "gamma" in overrides:
+  results[f"rl/{overrides['gamma']}"] = {"accuracy": acc, "mean_tokens": 80.0}
+results_path = workdir / "results.json"  # a run started from a copy keeps what it had
+old = json.loads(results_path.read_text()) if results_path.exists() else {}
+results_path.write_text(json.dumps(old | results))
