@@ -52,29 +52,18 @@ def test_ill_typed_override_fails_before_work(tmp_path):
   assert not (tmp_path / "run" / "results.json").exists()
 
 
-def test_bad_model_dtype_fails_before_work(tmp_path):
-  done = run_job(tmp_path / "run", "--preset=quick", "--config.metacot_model.dtype=float16",
-                 timeout=120)
+@pytest.mark.parametrize("override, message", [
+    ("--config.metacot_model.dtype=float16",
+     "--config.metacot_model: ModelConfig.dtype must be 'float32' or 'bfloat16'"),
+    ("--config.data.dfs_noise_scales=(0.3,-1.0)",
+     "--config.data.dfs_noise_scales: DFS noise scales must be"),
+    ("--config.metacot_model.num_layers=3", "metacot_sft.init_from_cot"),
+])
+def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, message):
+  done = run_job(tmp_path / "run", "--preset=quick", override, timeout=120)
   assert done.returncode != 0
-  assert "--config.metacot_model: ModelConfig.dtype must be 'float32' or 'bfloat16'" in done.stderr
+  assert message in done.stderr
   assert "Traceback" not in done.stderr
-  assert not (tmp_path / "run").exists()
-
-
-def test_negative_dfs_noise_fails_before_work(tmp_path):
-  done = run_job(tmp_path / "run", "--preset=quick", "--config.data.dfs_noise_scales=(0.3,-1.0)",
-                 timeout=120)
-  assert done.returncode != 0
-  assert "--config.data.dfs_noise_scales: DFS noise scales must be" in done.stderr
-  assert "Traceback" not in done.stderr
-  assert not (tmp_path / "run").exists()
-
-
-def test_metacot_model_of_another_shape_fails_before_work(tmp_path):
-  done = run_job(tmp_path / "run", "--preset=quick", "--config.metacot_model.num_layers=3",
-                 timeout=120)
-  assert done.returncode != 0
-  assert "metacot_sft.init_from_cot" in done.stderr and "Traceback" not in done.stderr
   assert not (tmp_path / "run").exists()
 
 
