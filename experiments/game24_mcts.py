@@ -230,7 +230,7 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
                                  max_new_tokens=cfg.rl.max_new_tokens,
                                  rng=jax.random.PRNGKey(cfg.seed), mesh=mesh)
   keep = ("accuracy", "mean_tokens", "mean_steps", "mean_backtracks", "illegal_step_rate",
-          "example")
+          "solved_after_backtrack_rate", "mean_tokens_right", "mean_tokens_wrong", "example")
   return {k: greedy[k] for k in keep} | sampled
 
 
@@ -340,7 +340,8 @@ def main(argv):
       result = run.phase(f"greedy/{name}/{split}", lambda: metacot_eval.in_context(
           state.params, model, tokenizer, ps, batch_size=cfg.eval.batch_size, mesh=mesh))
       print(f"greedy {name:8s} {split}: {result['accuracy']:.1%}, "
-            f"{result['mean_tokens']:.0f} tokens")
+            f"{result['mean_tokens']:.0f} tokens, "
+            f"{result['solved_after_backtrack_rate']:.1%} solved after a backtrack")
     result = run.phase(f"arithmetic/{name}", lambda: metacot_eval.arithmetic(
         state.params, model, tokenizer, test_p, np.random.default_rng(cfg.seed),
         batch_size=cfg.eval.batch_size, mesh=mesh))

@@ -123,6 +123,17 @@ def rl_target(r: dict) -> tuple[str, str, str]:
   return name, measured, f"met by gamma={ok[0]}" if ok else "not met"
 
 
+def _share(g: dict, key: str, fmt: str) -> str:
+  """A rate of a greedy evaluation, '-' in runs from before it was measured."""
+  return "-" if g.get(key) is None else format(g[key], fmt)
+
+
+def _lengths(g: dict) -> str:
+  """'right / wrong' mean generated tokens ('-' where none, or not measured)."""
+  return " / ".join("-" if g.get(k) is None else f"{g[k]:.0f}"
+                    for k in ("mean_tokens_right", "mean_tokens_wrong"))
+
+
 def write(run: RunDir):
   r = run.results
   models = r.get("models", {})
@@ -141,18 +152,19 @@ def write(run: RunDir):
            "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in targets(r)]
 
   lines += ["", "## One greedy generation, no search, no verifier", "",
-            "| model | split | accuracy | mean generated tokens | mean steps | mean backtracks "
-            "| with an illegal step | first one at a backtrack |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "| model | split | accuracy | solved after a backtrack | mean generated tokens "
+            "(right / wrong) | mean steps | mean backtracks | with an illegal step | first one "
+            "at a backtrack |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for name in ("cot", "metacot"):
     for split in ("test", "hard"):
       g = r.get(f"greedy/{name}/{split}")
       if g:
-        at_back = g.get("illegal_at_backtrack_rate")  # absent in runs before it was measured
-        lines.append(f"| {name} | {split} | {g['accuracy']:.1%} | {g['mean_tokens']:.0f} | "
-                     f"{g['mean_steps']:.1f} | {g['mean_backtracks']:.2f} | "
-                     f"{g['illegal_step_rate']:.0%} | "
-                     f"{'-' if at_back is None else f'{at_back:.0%}'} |")
+        lines.append(f"| {name} | {split} | {g['accuracy']:.1%} | "
+                     f"{_share(g, 'solved_after_backtrack_rate', '.1%')} | "
+                     f"{g['mean_tokens']:.0f} ({_lengths(g)}) | {g['mean_steps']:.1f} | "
+                     f"{g['mean_backtracks']:.2f} | {g['illegal_step_rate']:.0%} | "
+                     f"{_share(g, 'illegal_at_backtrack_rate', '.0%')} |")
   given = [(name, r[f"arithmetic/{name}"]) for name in ("cot", "metacot")
            if f"arithmetic/{name}" in r]
   if given:
@@ -239,11 +251,12 @@ def write(run: RunDir):
               f"{c['clip_eps']}, {c['updates']} updates of {c['problems_per_update']} train "
               f"puzzles. Test split: one greedy generation, and {c['eval_samples']} samples per "
               "puzzle at temperature 1.", "",
-              "| policy | greedy accuracy | greedy tokens | illegal-step rate | sampled success | "
-              "sampled pass@k | trace tokens (sampled) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+              "| policy | greedy accuracy | greedy tokens (right / wrong) | illegal-step rate | "
+              "sampled success | sampled pass@k | trace tokens (sampled) |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for g, m in rl_rows:
       label = g if g == "reference" else f"gamma = {g}"
-      lines.append(f"| {label} | {m['accuracy']:.1%} | {m['mean_tokens']:.0f} | "
+      lines.append(f"| {label} | {m['accuracy']:.1%} | {m['mean_tokens']:.0f} ({_lengths(m)}) | "
                    f"{m['illegal_step_rate']:.0%} | {m['success_rate']:.1%} | "
                    f"{m['pass_at_k']:.1%} | {m['mean_trace_tokens']:.0f} |")
 

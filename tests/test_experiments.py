@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from absl import app
 
@@ -131,6 +132,22 @@ def test_main_job_splits_batches_over_8_devices(tmp_path, tiny_results):
   assert set(results) == set(tiny_results)  # every phase ran
   assert results["data"] == tiny_results["data"]
   assert "split over 8 cpu device(s) in 1 process(es)" in (tmp_path / "report.md").read_text()
+
+
+def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results):
+  rl = [k for k in tiny_results if k.startswith("rl/")]
+  assert len(rl) == 3  # the reference and two gammas
+  for key in ["greedy/cot/test", "greedy/metacot/hard"] + rl:
+    g = tiny_results[key]
+    right = [n for n, c in zip(g["tokens"], g["correct"]) if c] if "tokens" in g else None
+    if right is not None:  # the lengths of the right and wrong generations, and their mix
+      assert g["mean_tokens_right"] == (np.mean(right) if right else None)
+    parts = [(g["accuracy"], g["mean_tokens_right"]), (1 - g["accuracy"], g["mean_tokens_wrong"])]
+    assert sum(w * n for w, n in parts if n is not None) == pytest.approx(g["mean_tokens"])
+    assert 0 <= g["solved_after_backtrack_rate"] <= g["accuracy"]
+  report = (tiny_workdir / "report.md").read_text()
+  assert "| solved after a backtrack | mean generated tokens (right / wrong) |" in report
+  assert "| greedy tokens (right / wrong) |" in report
 
 
 def test_main_job_packs_its_training_rows(tiny_results):

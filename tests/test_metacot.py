@@ -889,6 +889,26 @@ def test_arithmetic_scores_each_given_step(monkeypatch):
   assert (got["result_accuracy"], got["step_accuracy"]) == (1.0, 1.0)
 
 
+def test_in_context_counts_searches_that_solve_after_a_backtrack(monkeypatch):
+  tokenizer = Tokenizer()
+  problems = [game24.make("4 5 6 10")] * 3
+  straight = ("10 - 4 = 6 (left: 5 6 6)\n6 * 5 = 30 (left: 6 30)\n30 - 6 = 24 (left: 24)\n"
+              "Answer: (6 * 5) - (10 - 4) = 24\n")
+  searched = "5 + 4 = 9 (left: 6 9 10)\nback to 4 5 6 10\n" + straight
+  wrong = "5 + 4 = 9 (left: 6 9 10)\n9 + 6 = 15 (left: 10 15)\nAnswer: (5 + 4) + 6 = 15\n"
+  texts = [straight, searched, wrong]
+  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: texts)
+  got = evaluate.in_context(None, types.SimpleNamespace(max_len=192), tokenizer, problems)
+  tokens = [len(tokenizer.encode(t)) + 1 for t in texts]
+  assert got["correct"] == [True, True, False] and got["backtracks"] == [0, 1, 0]
+  assert got["solved_after_backtrack_rate"] == pytest.approx(1 / 3)
+  assert got["mean_tokens_right"] == pytest.approx((tokens[0] + tokens[1]) / 2)
+  assert got["mean_tokens_wrong"] == tokens[2]
+  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [wrong] * 3)
+  got = evaluate.in_context(None, types.SimpleNamespace(max_len=192), tokenizer, problems)
+  assert got["solved_after_backtrack_rate"] == 0.0 and got["mean_tokens_right"] is None
+
+
 def test_arithmetic_needs_a_step_to_give():
   with pytest.raises(ValueError, match="two or more numbers"):
     evaluate.arithmetic(None, None, Tokenizer(), [Countdown.make([7], 7)],

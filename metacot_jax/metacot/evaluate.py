@@ -25,7 +25,12 @@ from metacot_jax.tasks.countdown import Countdown
 
 def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
                *, batch_size: int = 100, max_new_tokens: int | None = None, mesh=None) -> dict:
-  """Greedy accuracy, and per problem: correct, generated tokens, steps, backtracks."""
+  """Greedy accuracy, and per problem: correct, generated tokens, steps, backtracks.
+
+  `solved_after_backtrack_rate` is the share of problems solved by a generation that
+  backtracked: in-context search that works, not a right first attempt. Lengths of right
+  and wrong generations are apart, as the discount of RL only reaches the right ones.
+  """
   width = max(len(tokenizer.encode(p.prompt(), bos=True)) for p in problems)
   max_new_tokens = max_new_tokens or config.max_len - width
   texts = generate(params, config, tokenizer, problems, max_new_tokens=max_new_tokens,
@@ -33,6 +38,9 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
   facts = [trace.parse(p, t) for p, t in zip(problems, texts)]
   correct = [p.verify(f.answer).ok for p, f in zip(problems, facts)]
   tokens = [len(tokenizer.encode(t)) + 1 for t in texts]
+  backtracked = [f.backtracks > 0 for f in facts]
+  mean_of = lambda right: (float(np.mean([n for n, c in zip(tokens, correct) if c == right]))
+                           if right in correct else None)
   return {
       "accuracy": float(np.mean(correct)),
       "mean_tokens": float(np.mean(tokens)),
@@ -41,6 +49,8 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
       "illegal_step_rate": float(np.mean([len(f.errors) > 0 for f in facts])),
       # of all generations, those whose first error is at a backtrack
       "illegal_at_backtrack_rate": float(np.mean([f.first_error_at_backtrack for f in facts])),
+      "solved_after_backtrack_rate": float(np.mean([c and b for c, b in zip(correct, backtracked)])),
+      "mean_tokens_right": mean_of(True), "mean_tokens_wrong": mean_of(False),
       "correct": correct, "tokens": tokens,
       "steps": [f.steps for f in facts], "backtracks": [f.backtracks for f in facts],
       "example": texts[0],
