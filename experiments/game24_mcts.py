@@ -339,9 +339,11 @@ def main(argv):
     for split, ps in (("test", test_p), ("hard", hard_p)):
       result = run.phase(f"greedy/{name}/{split}", lambda: metacot_eval.in_context(
           state.params, model, tokenizer, ps, batch_size=cfg.eval.batch_size, mesh=mesh))
+      after_backtrack = result.get("solved_after_backtrack_rate")  # absent in older runs
       print(f"greedy {name:8s} {split}: {result['accuracy']:.1%}, "
             f"{result['mean_tokens']:.0f} tokens, "
-            f"{result['solved_after_backtrack_rate']:.1%} solved after a backtrack")
+            f"{'-' if after_backtrack is None else f'{after_backtrack:.1%}'} solved after a "
+            "backtrack")
     result = run.phase(f"arithmetic/{name}", lambda: metacot_eval.arithmetic(
         state.params, model, tokenizer, test_p, np.random.default_rng(cfg.seed),
         batch_size=cfg.eval.batch_size, mesh=mesh))

@@ -251,12 +251,14 @@ def write(run: RunDir):
               f"{c['clip_eps']}, {c['updates']} updates of {c['problems_per_update']} train "
               f"puzzles. Test split: one greedy generation, and {c['eval_samples']} samples per "
               "puzzle at temperature 1.", "",
-              "| policy | greedy accuracy | greedy tokens (right / wrong) | illegal-step rate | "
-              "sampled success | sampled pass@k | trace tokens (sampled) |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              "| policy | greedy accuracy | solved after a backtrack | greedy tokens (right / "
+              "wrong) | illegal-step rate | sampled success | sampled pass@k | trace tokens "
+              "(sampled) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for g, m in rl_rows:
       label = g if g == "reference" else f"gamma = {g}"
-      lines.append(f"| {label} | {m['accuracy']:.1%} | {m['mean_tokens']:.0f} ({_lengths(m)}) | "
+      lines.append(f"| {label} | {m['accuracy']:.1%} | "
+                   f"{_share(m, 'solved_after_backtrack_rate', '.1%')} | "
+                   f"{m['mean_tokens']:.0f} ({_lengths(m)}) | "
                    f"{m['illegal_step_rate']:.0%} | {m['success_rate']:.1%} | "
                    f"{m['pass_at_k']:.1%} | {m['mean_trace_tokens']:.0f} |")
 

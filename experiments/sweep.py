@@ -10,8 +10,10 @@ Ends with a summary table across trials (also written to `summary.md`).
 On an accelerator the default models are too small to fill it, so `--parallel N`
 runs N trials side by side (each allocating GPU memory as it needs it). `--set`
 gives every trial the same override; `--base DIR` starts each new trial from a copy
-of a finished run, so only the phases its overrides add run (e.g. one RL run per
-gamma from one SFT model). Grid values may hold commas inside parentheses:
+of a finished run, so only phases the base has not finished run (e.g. one RL run per
+gamma from one SFT model; the base's finished phases keep their results even where an
+override changes their settings, so give the base's overrides again). Grid values may
+hold commas inside parentheses:
 `--grid "data.dfs_noise_scales=(0.1,0.2,0.4),(0.3,0.6,1.0)"`.
 """
 
@@ -96,16 +98,33 @@ def summary_row(results: dict) -> dict[str, str]:
 def run_trial(cmd: list[str], trial_dir: Path, env: dict, base: Path | None) -> dict:
   """Runs one trial to its end (from a copy of `base` when it has not started) -> status."""
   if base is not None and not (trial_dir / "results.json").exists():
-    # not the base's own sweep records: the copy must still run
+    # not the base's own sweep records (the copy must still run); results.json last, so
+    # that a copy cut off part-way is made again on the next run
     shutil.copytree(base, trial_dir, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("trial.json", "log.txt"))
+                    ignore=shutil.ignore_patterns("trial.json", "log.txt", "results.json"))
+    shutil.copy2(base / "results.json", trial_dir / "results.json")
   trial_dir.mkdir(parents=True, exist_ok=True)
   with open(trial_dir / "log.txt", "a") as log:
     done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
   status = {"status": "done" if done.returncode == 0 else "failed",
             "returncode": done.returncode}
   if done.returncode:
-    status["error"] = (trial_dir / "log.txt").read_text()[-2000:]
+    status["error"] = (trial_dir / "log.txt").read_text(errors="replace")[-2000:]
+  return status
+
+
+def record(trial_dir: Path, future: concurrent.futures.Future, about: dict) -> dict:
+  """A finished trial's status, printed if it failed and saved as its `trial.json`."""
+  try:
+    status = about | future.result()
+  except Exception as e:  # pylint: disable=broad-except  # e.g. copying the base
+    status = about | {"status": "failed", "returncode": None, "error": f"{type(e).__name__}: {e}"}
+  if status["status"] == "failed":
+    where = (f"exit {status['returncode']}; see {trial_dir / 'log.txt'}"
+             if status["returncode"] is not None else status["error"])
+    print(f"[failed] {trial_dir.name}: {where}", flush=True)
+  trial_dir.mkdir(parents=True, exist_ok=True)
+  (trial_dir / "trial.json").write_text(json.dumps(status, indent=1))
   return status
 
 
@@ -132,6 +151,10 @@ def main(argv=None):
   root = Path(args.workdir)
   root.mkdir(parents=True, exist_ok=True)
   grid = parse_grid(args.grid)
+  repeated = sorted({k for k, _ in grid if [g for g, _ in grid].count(k) > 1})
+  if repeated:
+    raise SystemExit(f"--grid gives {', '.join(repeated)} more than once; give each field "
+                     "once with all its values, e.g. --grid seed=0,1,2")
   fixed = [f"--config.{k}={v[0]}" for k, v in parse_overrides(args.fixed, "--set", many=False)]
   keys = [k for k, _ in grid]
   trials = [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
@@ -150,22 +173,26 @@ def main(argv=None):
       trial_dir = root / name
       status_path = trial_dir / "trial.json"
       if status_path.exists() and json.loads(status_path.read_text())["status"] == "done":
-        print(f"[skip] {name}: done")
         statuses[name] = json.loads(status_path.read_text())
+        if (statuses[name].get("set"), statuses[name].get("base")) != (fixed, args.base):
+          print(f"[skip] {name}: done, with other --set or --base ({statuses[name].get('set')}, "
+                f"{statuses[name].get('base')}); delete {trial_dir} to run it again")
+        else:
+          print(f"[skip] {name}: done")
         continue
       cmd = [sys.executable, "-m", args.module, f"--workdir={trial_dir}",
              f"--preset={args.preset}"] + fixed
       cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
       print(f"[run] {name}: {' '.join(cmd[2:])}", flush=True)
       pending[pool.submit(run_trial, cmd, trial_dir, env, base)] = (name, overrides)
-    for future in concurrent.futures.as_completed(pending):
-      name, overrides = pending[future]
-      status = {"overrides": overrides, **future.result()}
-      if status["returncode"]:
-        print(f"[failed] {name} (exit {status['returncode']}); see {root / name / 'log.txt'}",
-              flush=True)
-      (root / name / "trial.json").write_text(json.dumps(status, indent=1))
-      statuses[name] = status
+    try:
+      for future in concurrent.futures.as_completed(pending):
+        name, overrides = pending[future]
+        statuses[name] = record(root / name, future, {"overrides": overrides, "set": fixed,
+                                                      "base": args.base})
+    except KeyboardInterrupt:  # stop at once: no queued trial starts (running ones got it too)
+      pool.shutdown(wait=True, cancel_futures=True)
+      raise
 
   columns = SUMMARY_KEYS + (RL_COLUMN,)
   lines = ["| trial | status | " + " | ".join(columns) + " |",

@@ -114,8 +114,16 @@ def test_resuming_with_other_overrides_says_what_changed(tmp_path, tiny_workdir,
   """A finished run resumed with another override keeps its results and records the change."""
   workdir = tmp_path / "run"
   shutil.copytree(tiny_workdir, workdir)
+  older = dict(tiny_results)  # as written before greedy results split right and wrong
+  older["greedy/metacot/test"] = {k: v for k, v in older["greedy/metacot/test"].items()
+                                  if k not in ("solved_after_backtrack_rate",
+                                               "mean_tokens_right", "mean_tokens_wrong")}
+  (workdir / "results.json").write_text(json.dumps(older))
   again = run_job(workdir, *TINY, "--config.rl.beta=0.5")
   assert again.returncode == 0, again.stderr[-3000:]
+  acc = tiny_results["greedy/metacot/test"]["accuracy"]
+  assert f"greedy metacot  test: {acc:.1%}" in again.stdout
+  assert "- solved after a backtrack" in again.stdout  # the older result has no such figure
   assert "was started with another config (rl.beta: 0.02 -> 0.5)" in again.stderr
   results = json.loads((workdir / "results.json").read_text())
   assert results["config_changes"] == ["rl.beta: 0.02 -> 0.5"]
@@ -147,7 +155,7 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
     assert 0 <= g["solved_after_backtrack_rate"] <= g["accuracy"]
   report = (tiny_workdir / "report.md").read_text()
   assert "| solved after a backtrack | mean generated tokens (right / wrong) |" in report
-  assert "| greedy tokens (right / wrong) |" in report
+  assert "| solved after a backtrack | greedy tokens (right / wrong) |" in report
 
 
 def test_main_job_packs_its_training_rows(tiny_results):
@@ -260,7 +268,17 @@ def test_sweep_runs_trials_side_by_side_with_shared_overrides(tmp_path, monkeypa
   assert "| acc=0.75 | done | 75.0%" in rows[2]
 
 
-def test_sweep_starts_new_trials_from_a_copy_of_a_base_run(tmp_path):
+def test_sweep_stops_at_once_when_interrupted(tmp_path, monkeypatch):
+  def interrupted(*_):
+    raise KeyboardInterrupt  # as if Ctrl-C came while the first trial was being recorded
+  monkeypatch.setattr(sweep, "record", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    _sweep(["--workdir", tmp_path, "--grid", "acc=0.1,0.2,0.3,0.4", "--set", "sleep=1"])
+  ran = sorted(p.parent.name for p in tmp_path.glob("*/runs.txt"))
+  assert ran[0] == "acc=0.1" and len(ran) <= 2  # the queued trials never started
+
+
+def test_sweep_starts_new_trials_from_a_copy_of_a_base_run(tmp_path, capsys):
   base = tmp_path / "base"
   (base / "checkpoints" / "sft_metacot").mkdir(parents=True)
   (base / "checkpoints" / "sft_metacot" / "1500").write_text("weights")
@@ -279,8 +297,15 @@ def test_sweep_starts_new_trials_from_a_copy_of_a_base_run(tmp_path):
   assert "| gamma=0.9 | done | 50.0% | 30.0% | 50.0% | - | 0.9: 50% at 80 tokens |" in summary
   assert _sweep(args) == 0  # done trials are skipped, not copied over again
   assert (tmp_path / "rl" / "gamma=0.9" / "runs.txt").read_text() == "x"
+  capsys.readouterr()
+  assert _sweep(args + ["--set", "rl.updates=9"]) == 0
+  assert capsys.readouterr().out.count("done, with other --set or --base") == 2
   with pytest.raises(SystemExit, match="not a run directory"):
     _sweep(["--workdir", tmp_path / "x", "--base", tmp_path / "missing"])
+  (base / "checkpoints" / "gone").symlink_to(tmp_path / "nowhere")  # a copy cannot be made
+  assert _sweep(["--workdir", tmp_path / "broken", "--base", base, "--grid", "gamma=1.0"]) == 1
+  failed = json.loads((tmp_path / "broken" / "gamma=1.0" / "trial.json").read_text())
+  assert failed["status"] == "failed" and "gone" in failed["error"]
 
 
 def test_sweep_grid_values_keep_commas_inside_parentheses(tmp_path):
@@ -294,7 +319,8 @@ def test_sweep_grid_values_keep_commas_inside_parentheses(tmp_path):
       sweep.parse_grid([bad])
   for args, message in ((["--set", "star.rounds"], "FIELD=VALUE"),
                         (["--parallel", "0"], "at least 1"),
-                        (["--grid", "x=(1,2),1-2"], "share a trial folder name")):
+                        (["--grid", "x=(1,2),1-2"], "share a trial folder name"),
+                        (["--grid", "seed=0", "--grid", "seed=1"], "more than once")):
     with pytest.raises(SystemExit, match=message):
       _sweep(["--workdir", tmp_path] + args)
 

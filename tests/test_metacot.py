@@ -115,7 +115,7 @@ def test_dfs_noise_sets_how_often_symbolic_traces_backtrack():
   assert found == 4 * len(problems) and not any(clean)  # the solver's value: straight there
   noisy, _ = backtracks((1.0, 2.0))
   assert np.mean(noisy) > 0.5, noisy
-  for bad in ((), (0.3, -0.1), (float("nan"),)):
+  for bad in ((), (0.3, -0.1), (float("nan"),), ("a",), (True,)):
     with pytest.raises(ValueError, match="DFS noise scales"):
       round0.symbolic_traces(problems, 1, noise_scales=bad)
 

@@ -27,7 +27,8 @@ def trace_segments(problem: Countdown, lines: Sequence[trace.Line], variant: str
 def check_noise_scales(noise_scales: Sequence[float]) -> tuple[float, ...]:
   """The DFS noise scales as a tuple, or a clear error when there are none or one is < 0."""
   scales = tuple(noise_scales)
-  if not scales or any(not np.isfinite(s) or s < 0 for s in scales):
+  numbers = all(isinstance(s, (int, float)) and not isinstance(s, bool) for s in scales)
+  if not scales or not numbers or any(not np.isfinite(s) or s < 0 for s in scales):
     raise ValueError(f"DFS noise scales must be one or more finite numbers >= 0, got "
                      f"{scales!r} (e.g. --config.data.dfs_noise_scales='(0.3,0.6,1.0)')")
   return scales

@@ -1,7 +1,8 @@
 """A stand-in for the main job in sweep tests: same flags, instant, fails on request.
 
 Overrides it understands: fail=1 exits 3; acc=X is the accuracy it reports; gamma=G adds an
-RL result; barrier=N waits (up to 60 s) until N trials of the sweep have started.
+RL result; barrier=N waits (up to 60 s) until N trials of the sweep have started; sleep=S
+takes S seconds more.
 """
 
 import argparse
@@ -29,6 +30,7 @@ if "barrier" in overrides:  # proves trials run side by side: each waits for the
       print("barrier: the other trials never started", file=sys.stderr)
       sys.exit(4)
     time.sleep(0.05)
+time.sleep(float(overrides.get("sleep", 0)))
 runs = workdir / "runs.txt"
 runs.write_text(runs.read_text() + "x" if runs.exists() else "x")
 (workdir / "seen.json").write_text(json.dumps(
