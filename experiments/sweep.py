@@ -151,12 +151,12 @@ def main(argv=None):
   root = Path(args.workdir)
   root.mkdir(parents=True, exist_ok=True)
   grid = parse_grid(args.grid)
-  repeated = sorted({k for k, _ in grid if [g for g, _ in grid].count(k) > 1})
+  keys = [k for k, _ in grid]
+  repeated = sorted({k for k in keys if keys.count(k) > 1})
   if repeated:
     raise SystemExit(f"--grid gives {', '.join(repeated)} more than once; give each field "
                      "once with all its values, e.g. --grid seed=0,1,2")
   fixed = [f"--config.{k}={v[0]}" for k, v in parse_overrides(args.fixed, "--set", many=False)]
-  keys = [k for k, _ in grid]
   trials = [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
   names = [trial_name(o) for o in trials]
   if len(set(names)) < len(names):
@@ -168,8 +168,7 @@ def main(argv=None):
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   statuses, pending = {}, {}
   with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
-    for overrides in trials:
-      name = trial_name(overrides)
+    for name, overrides in zip(names, trials):
       trial_dir = root / name
       status_path = trial_dir / "trial.json"
       if status_path.exists() and json.loads(status_path.read_text())["status"] == "done":
