@@ -25,10 +25,12 @@ def default_manual_dir() -> str:
   return str(beside_repo) if (beside_repo / "24.csv").is_file() else ""
 
 
-def _model(max_len, d_model, num_layers, num_heads, d_ff, dtype="float32"):
-  """dtype: the compute dtype, 'float32' or 'bfloat16' (params and logits stay float32)."""
+def _model(max_len, d_model, num_layers, num_heads, d_ff, dtype="float32", position="rope"):
+  """dtype: the compute dtype, 'float32' or 'bfloat16' (params and logits stay float32).
+  position: 'rope' (rotary, relative) or 'learned' (absolute; runs from before RoPE)."""
   return ml_collections.ConfigDict(dict(max_len=max_len, d_model=d_model, num_layers=num_layers,
-                                        num_heads=num_heads, d_ff=d_ff, dtype=dtype))
+                                        num_heads=num_heads, d_ff=d_ff, dtype=dtype,
+                                        position=position))
 
 
 def _train(steps, batch_size, learning_rate, warmup_steps, checkpoint_every, length,

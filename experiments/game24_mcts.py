@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import app, flags, logging
-from ml_collections import config_flags
+from ml_collections import ConfigDict, config_flags
 
 from experiments import configs, report
 from metacot_jax import scale
@@ -101,7 +101,7 @@ def model_config(tokenizer: Tokenizer, c, flag: str = "model") -> ModelConfig:
   try:
     return ModelConfig(vocab_size=tokenizer.vocab_size, max_len=c.max_len, d_model=c.d_model,
                        num_layers=c.num_layers, num_heads=c.num_heads, d_ff=c.d_ff,
-                       dtype=c.dtype)
+                       dtype=c.dtype, position=c.get("position", "learned"))
   except ValueError as e:
     raise app.UsageError(f"--config.{flag}: {e}") from None
 
@@ -234,6 +234,27 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
   return {k: greedy[k] for k in keep} | sampled
 
 
+def _rate(x: float | None) -> str:
+  return "-" if x is None else f"{x:.1%}"
+
+
+def check_models_unchanged(run: RunDir, cot: ModelConfig, metacot: ModelConfig, tokenizer):
+  """A run with checkpoints resumes only with the models that wrote them: otherwise a clear
+  error before any work, not a failed restore deep inside (runs from before RoPE stored no
+  `position`, and their models are 'learned')."""
+  saved = run.results.get("config")
+  if not saved or not (run.path / "checkpoints").is_dir():
+    return
+  for flag, now in (("model", cot), ("metacot_model", metacot)):
+    then = model_config(tokenizer, ConfigDict(saved[flag]), flag)
+    if dataclasses.replace(then, dtype=now.dtype) != now:
+      fields = [f"{f.name}={getattr(then, f.name)}" for f in dataclasses.fields(then)
+                if f.name != "dtype" and getattr(then, f.name) != getattr(now, f.name)]
+      raise app.UsageError(
+          f"{run.path} holds checkpoints of another config.{flag} ({', '.join(fields)}): "
+          f"resume with those (e.g. --config.{flag}.{fields[0]}) or use a new --workdir")
+
+
 def check_batches_divide(cfg, devices: int):
   """Training batches split evenly over the devices, and each micro-batch too (evaluation
   batches are padded): fails before any work with the fields to change."""
@@ -279,6 +300,7 @@ def main(argv):
   tokenizer = Tokenizer()
   cot_model, metacot_model = model_configs(cfg, tokenizer)
   run = RunDir(flags.FLAGS.workdir)
+  check_models_unchanged(run, cot_model, metacot_model, tokenizer)
   changes = run.config_changes(cfg.to_dict())
   if changes:
     logging.warning("%s was started with another config (%s): its finished phases keep their "
@@ -333,7 +355,7 @@ def main(argv):
                       "metacot_params": count_params(metacot_state.params)})
 
   # 3. One greedy generation each, no outside search or verifier; then given steps, to
-  # tell wrong arithmetic from wrong choices.
+  # tell wrong arithmetic from wrong choices, and traced steps, to tell steps after a backtrack.
   for name, state, model in (("cot", cot_state, cot_model),
                              ("metacot", metacot_state, metacot_model)):
     for split, ps in (("test", test_p), ("hard", hard_p)):
@@ -349,6 +371,13 @@ def main(argv):
         batch_size=cfg.eval.batch_size, mesh=mesh))
     print(f"given steps {name:8s} test: {result['result_accuracy']:.1%} results right, "
           f"{result['step_accuracy']:.1%} legal")
+  # Teacher-forced symbolic traces of the test puzzles: steps after a backtrack against the rest.
+  traced = run.phase("traced/metacot", lambda: metacot_eval.traced_steps(
+      metacot_state.params, metacot_model, tokenizer,
+      round0.symbolic_traces(test_p, 2, cfg.seed + 1, noise_scales=cfg.data.dfs_noise_scales),
+      batch_size=cfg.eval.batch_size))
+  print(f"traced steps metacot test: {_rate(traced['after_backtrack'])} written right after a "
+        f"backtrack, {_rate(traced['elsewhere'])} elsewhere")
   hard = run.results["greedy/metacot/hard"]
   run.save("metacot_length_vs_amt", {"spearman": metacot_eval.rank_correlation(
       amt["hard"][:len(hard["tokens"])], hard["tokens"])})

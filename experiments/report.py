@@ -175,6 +175,13 @@ def write(run: RunDir):
     lines += [f"| {name} | {a['steps']} | {a['result_accuracy']:.1%} | {a['step_accuracy']:.1%} "
               f"| {' / '.join(f'{x:.0%}' for x in a['result_accuracy_by_depth'])} |"
               for name, a in given]
+  if "traced/metacot" in r:
+    t = r["traced/metacot"]
+    rate = lambda x: "-" if x is None else f"{x:.1%}"
+    lines += ["", f"Traced steps (Meta-CoT, test split; `metacot.evaluate.traced_steps`): reading "
+              f"{t['traces']} symbolic search traces, the model writes the rest of a step exactly "
+              f"in {rate(t['after_backtrack'])} of the {t['steps_after_backtrack']} steps right "
+              f"after a backtrack and {rate(t['elsewhere'])} of the others."]
   if "metacot_length_vs_amt" in r:
     lines += ["", f"Meta-CoT length against human solve time (AMT) on the hard split: Spearman "
               f"rho = {r['metacot_length_vs_amt']['spearman']:.2f}."]

@@ -15,6 +15,7 @@ from absl import app
 
 from experiments import configs, game24_mcts, sweep
 from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.runs import RunDir
 from tests.processes import run_hosts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +79,28 @@ def test_models_may_differ_in_compute_dtype_only():
     game24_mcts.model_configs(cfg, Tokenizer())
   cfg.metacot_sft.init_from_cot = False
   assert game24_mcts.model_configs(cfg, Tokenizer())[1].d_model == 2 * cfg.model.d_model
+
+
+def test_a_run_resumes_only_with_the_models_of_its_checkpoints(tmp_path):
+  tok = Tokenizer()
+  run = RunDir(tmp_path / "run")
+  cfg = configs.get_config("quick")
+  before_rope = cfg.to_dict()  # a run from before RoPE stored no position: 'learned'
+  del before_rope["model"]["position"], before_rope["metacot_model"]["position"]
+  run.save("config", before_rope)
+  game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)  # nothing saved
+  (run.path / "checkpoints").mkdir()
+  with pytest.raises(app.UsageError, match=r"another config.model \(position=learned\): resume "
+                     r"with those \(e.g. --config.model.position=learned\)"):
+    game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)
+  cfg.model.position = cfg.metacot_model.position = "learned"
+  game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)
+  cfg.model.dtype = "bfloat16"  # the compute dtype may change: the parameters are the same
+  game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)
+  cfg.metacot_sft.init_from_cot = False
+  cfg.metacot_model.d_ff *= 2
+  with pytest.raises(app.UsageError, match=r"another config.metacot_model \(d_ff=256\)"):
+    game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)
 
 
 @pytest.mark.parametrize("preset", configs.PRESETS)
@@ -156,6 +179,15 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
   report = (tiny_workdir / "report.md").read_text()
   assert "| solved after a backtrack | mean generated tokens (right / wrong) |" in report
   assert "| solved after a backtrack | greedy tokens (right / wrong) |" in report
+
+
+def test_main_job_scores_traced_steps_after_backtracks_apart(tiny_workdir, tiny_results):
+  t = tiny_results["traced/metacot"]
+  assert t["traces"] >= 10 and 0 < t["steps_after_backtrack"] < t["steps"]
+  assert 0 <= t["after_backtrack"] <= 1 and 0 <= t["elsewhere"] <= 1
+  assert f"{t['steps_after_backtrack']} steps right after a backtrack" in (
+      tiny_workdir / "report.md").read_text()
+  assert tiny_results["config"]["model"]["position"] == "rope"
 
 
 def test_main_job_packs_its_training_rows(tiny_results):

@@ -913,3 +913,67 @@ def test_arithmetic_needs_a_step_to_give():
   with pytest.raises(ValueError, match="two or more numbers"):
     evaluate.arithmetic(None, None, Tokenizer(), [Countdown.make([7], 7)],
                         np.random.default_rng(0))
+
+
+SEARCHED_TRACE = [  # the trace of `metacot.trace`'s docstring
+    trace.Line("5 + 4 = 9 (left: 6 9 10)", trace.OFF_PATH),
+    trace.Line("10 - 9 = 1 (left: 1 6)", trace.OFF_PATH),
+    trace.Line("6 - 1 = 5 (left: 5)", trace.OFF_PATH),
+    trace.Line("back to 4 5 6 10", trace.BACK_TAG),
+    trace.Line("10 - 4 = 6 (left: 5 6 6)", trace.ON_PATH),
+    trace.Line("6 * 5 = 30 (left: 6 30)", trace.ON_PATH),
+    trace.Line("30 - 6 = 24 (left: 24)", trace.ON_PATH),
+    trace.Line("Answer: (6 * 5) - (10 - 4) = 24", trace.ANSWER),
+]
+
+
+TRACED_MODEL = dataclasses.replace(MODEL, max_len=128)  # room for SEARCHED_TRACE (109 tokens)
+
+
+@pytest.mark.parametrize("missed, after_backtrack, elsewhere", [
+    ("30", 1.0, 0.8),  # only in the rest of `6 * 5 = 30 (left: 6 30)`
+    ("5", 0.0, 0.8),  # in `6 - 1 = 5 (left: 5)` and, after the backtrack, `... (left: 5 6 6)`
+    ("9", 1.0, 0.8),  # in the rest of step 1, and in step 2's `10 - 9 = `, which is given
+])
+def test_traced_steps_scores_the_rest_of_each_step_after_a_backtrack_apart(
+    monkeypatch, missed, after_backtrack, elsewhere):
+  """A stand-in model writes every token right except one number: the steps whose rest (after
+  `= `) holds it are wrong, and they count after a backtrack or elsewhere by their place."""
+  tokenizer = Tokenizer()
+  monkeypatch.setattr(evaluate, "_greedy_hits",
+                      lambda params, tokens, config: tokens != tokenizer.id_of(missed))
+  problem = game24.make("4 5 6 10")
+  got = evaluate.traced_steps(None, TRACED_MODEL, tokenizer, [(problem, SEARCHED_TRACE)] * 3,
+                              batch_size=2)
+  assert got == {"traces": 3, "steps": 18, "steps_after_backtrack": 3,
+                 "after_backtrack": after_backtrack, "elsewhere": pytest.approx(elsewhere)}
+
+
+def test_traced_steps_with_a_model_leaves_out_traces_too_long_for_it():
+  params = init_params(TRACED_MODEL, jax.random.PRNGKey(0))
+  problem = game24.make("4 5 6 10")
+  long_trace = SEARCHED_TRACE[:3] + SEARCHED_TRACE[3:7] * 4 + SEARCHED_TRACE[7:]
+  got = evaluate.traced_steps(params, TRACED_MODEL, Tokenizer(),
+                              [(problem, SEARCHED_TRACE), (problem, long_trace)])
+  assert (got["traces"], got["steps"], got["steps_after_backtrack"]) == (1, 6, 1)
+  assert 0.0 <= got["after_backtrack"] <= 1.0 and 0.0 <= got["elsewhere"] <= 1.0
+  with pytest.raises(ValueError, match="at most 128 tokens"):
+    evaluate.traced_steps(params, TRACED_MODEL, Tokenizer(), [(problem, long_trace)])
+
+
+class GreedyHitsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_greedy_hits_are_the_argmax_matching_the_next_token(self):
+    params = init_params(MODEL, jax.random.PRNGKey(1))
+    tokens = np.array(jax.random.randint(jax.random.PRNGKey(2), (2, MODEL.max_len), 3,
+                                         MODEL.vocab_size), np.int32)
+    logits, _, _ = forward(params, MODEL, tokens)
+    tokens[:, 5] = np.asarray(logits[:, 4].argmax(-1))  # the model's own pick: a hit
+    logits, _, _ = forward(params, MODEL, tokens)  # causal: the pick at 5 stays the argmax
+    hits = self.variant(functools.partial(evaluate._greedy_hits.__wrapped__, config=MODEL))(
+        params, tokens)
+    chex.assert_shape(hits, (2, MODEL.max_len))
+    want = np.asarray(logits[:, :-1].argmax(-1)) == tokens[:, 1:]
+    np.testing.assert_array_equal(np.asarray(hits), np.pad(want, ((0, 0), (1, 0))))
+    assert np.asarray(hits)[:, 5].all() and not np.asarray(hits)[:, 0].any()

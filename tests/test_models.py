@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 
 from metacot_jax.models import (ModelConfig, SamplingConfig, forward, init_cache, init_params,
                                 prefill, sample, sequence_logprobs)
@@ -127,21 +128,46 @@ class ForwardTest(chex.TestCase):
       forward(self.params, CFG, tokens, segments_BxL=np.ones((1, 3), np.int32))
 
   def test_causal_by_gradient(self):
-    """Output t has zero gradient w.r.t. the positional embeddings of positions > t."""
-    tokens = _random_tokens(4, (2, 10))
+    """Output t has zero gradient w.r.t. the embeddings of the tokens at positions > t."""
+    tokens = 3 + np.arange(20, dtype=np.int32).reshape(2, 10)  # each token id at one place
 
-    def output_t(pos_embed, t):
-      params = {**self.params, "pos_embed": pos_embed}
+    def output_t(embedding, t):
+      params = {**self.params, "embed": {"embedding": embedding}}
       logits, values, _ = forward(params, CFG, tokens)
       return logits[:, t].sum() + values[:, t].sum()
 
     grad_fn = jax.jit(jax.grad(output_t))
     for t in (0, 4, 9):
-      g = grad_fn(self.params["pos_embed"], t)
-      chex.assert_shape(g, (CFG.max_len, CFG.d_model))
-      norms = np.abs(np.asarray(g)).sum(-1)
-      np.testing.assert_array_equal(norms[t + 1:], 0.0)
-      assert (norms[:t + 1] > 0).all()
+      g = grad_fn(self.params["embed"]["embedding"], t)
+      chex.assert_shape(g, (CFG.vocab_size, CFG.d_model))
+      norms_BxL = np.abs(np.asarray(g)).sum(-1)[tokens]
+      np.testing.assert_array_equal(norms_BxL[:, t + 1:], 0.0)
+      assert (norms_BxL[:, :t + 1] > 0).all()
+
+  @parameterized.parameters("rope", "learned")
+  def test_rotary_attention_sees_gaps_not_places(self, position):
+    """With RoPE, shifting every position by 9 leaves the outputs as they were: the model
+    computes the same at any depth of a trace. With learned positions they change."""
+    cfg = dataclasses.replace(CFG, position=position)
+    params = init_params(cfg, jax.random.PRNGKey(1))
+    assert ("pos_embed" in params) == (position == "learned")
+    tokens = _random_tokens(7, (2, 12))
+    positions = np.broadcast_to(np.arange(12), (2, 12))
+    at_0, values_0, _ = forward(params, cfg, tokens, positions)
+    at_9, values_9, _ = forward(params, cfg, tokens, positions + 9)
+    chex.assert_shape(at_0, (2, 12, CFG.vocab_size))
+    gap = np.abs(np.asarray(at_0 - at_9)).max()
+    if position == "rope":
+      np.testing.assert_allclose(at_9, at_0, atol=2e-5)
+      np.testing.assert_allclose(values_9, values_0, atol=2e-5)
+    else:
+      assert gap > 1e-3, gap
+
+  def test_bad_position_encoding_is_a_clear_error(self):
+    with pytest.raises(ValueError, match="position must be one of"):
+      dataclasses.replace(CFG, position="alibi")
+    with pytest.raises(ValueError, match="even head size"):
+      ModelConfig(vocab_size=61, d_model=12, num_heads=4)
 
 
 def test_kv_cache_matches_full_forward(params):

@@ -235,6 +235,15 @@ def test_empty_checkpoints_restore_none(tmp_path):
   ckpt.close()
 
 
+def test_restoring_into_another_model_is_a_clear_error(tmp_path):
+  ckpt = Checkpoints(tmp_path / "learned")
+  ckpt.save(3, _state(dataclasses.replace(SMALL, position="learned"), SMALL_OPT, 0))
+  with pytest.raises(ValueError, match=r"step 3\) does not fit this model.*model.position"):
+    ckpt.restore(_state(SMALL, SMALL_OPT, 0))  # RoPE: no position embeddings to restore
+  assert ckpt.restore(_state(dataclasses.replace(SMALL, position="learned"), SMALL_OPT, 1))[0] == 3
+  ckpt.close()
+
+
 def test_batch_indices_deterministic_in_seed_and_step():
   a = [batch_indices(12, 4, seed=5, step=s) for s in range(9)]
   b = [batch_indices(12, 4, seed=5, step=s) for s in range(9)]

@@ -4,20 +4,23 @@
 its facts (steps, backtracks, tokens). `sampled`: G generations per problem at
 temperature 1, scored like the RL reward. Only the final answer line is verified.
 `arithmetic`: teacher-forced steps, to tell wrong sums from wrong plans.
+`traced_steps`: teacher-forced search traces, to tell steps after a backtrack from the rest.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import trace
 from metacot_jax.metacot.reward import TraceReward
 from metacot_jax.models.sampling import SamplingConfig
-from metacot_jax.models.transformer import ModelConfig
+from metacot_jax.models.transformer import ModelConfig, forward
 from metacot_jax.search.greedy import generate, sample_prompts
 from metacot_jax.tasks import countdown
 from metacot_jax.tasks.countdown import Countdown
@@ -101,6 +104,55 @@ def arithmetic(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
           "step_accuracy": float(np.mean(step_ok)),
           "result_accuracy_by_depth": [float(result_ok[depths == d].mean())
                                        for d in range(depths.max() + 1)]}
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def _greedy_hits(params, tokens_BxL, *, config: ModelConfig):
+  """[B, L]: whether the argmax after tokens[:t] is tokens[t] (False at t = 0)."""
+  logits_BxLxV, _, _ = forward(params, config, tokens_BxL)
+  hits_BxL = jnp.argmax(logits_BxLxV[:, :-1], -1) == tokens_BxL[:, 1:]
+  return jnp.pad(hits_BxL, ((0, 0), (1, 0)))
+
+
+def traced_steps(params, config: ModelConfig, tokenizer: Tokenizer,
+                 traces: Sequence[tuple[Countdown, Sequence[trace.Line]]], *,
+                 batch_size: int = 100) -> dict:
+  """How often the model writes each step's rest (`c (left: ...)`) exactly, reading a given
+  search trace (teacher-forced): for steps right after a `back to` line and for the others.
+
+  A model that computes each step from the line above it, whatever came before, scores
+  alike; one whose arithmetic is tied to where in a trace it stands (absolute positions)
+  fails after backtracks. One forward pass per batch of traces; traces longer than the
+  model's `max_len` are left out.
+  """
+  rows, spans = [], []  # spans: (row, start, end, after a backtrack)
+  for problem, lines in traces:
+    ids, after_back, row_spans = tokenizer.encode(problem.prompt(), bos=True), False, []
+    for line in lines:
+      if line.tag in (trace.ON_PATH, trace.OFF_PATH):
+        head, rest = line.text.split("= ", 1)
+        ids += tokenizer.encode(head + "= ")
+        start = len(ids)
+        ids += tokenizer.encode(rest + "\n")
+        row_spans.append((len(rows), start, len(ids), after_back))
+      else:
+        ids += tokenizer.encode(line.text + "\n")
+      after_back = line.tag == trace.BACK_TAG
+    if len(ids) <= config.max_len:
+      rows.append(ids)
+      spans += row_spans
+  if not rows:
+    raise ValueError(f"traced_steps needs traces of at most {config.max_len} tokens")
+  tokens = np.zeros((-(-len(rows) // batch_size) * batch_size, config.max_len), np.int32)
+  for i, ids in enumerate(rows):
+    tokens[i, :len(ids)] = ids
+  hits = np.concatenate([np.asarray(_greedy_hits(params, tokens[i:i + batch_size], config=config))
+                         for i in range(0, len(tokens), batch_size)])
+  right = np.array([hits[r, a:b].all() for r, a, b, _ in spans])
+  back = np.array([after for *_, after in spans])
+  rate = lambda mask: float(right[mask].mean()) if mask.any() else None
+  return {"traces": len(rows), "steps": len(spans), "steps_after_backtrack": int(back.sum()),
+          "after_backtrack": rate(back), "elsewhere": rate(~back)}
 
 
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:

@@ -9,6 +9,11 @@ depths of decoding: with a cache, keys at cache slots `<= position` are visible
 to a query, which is exactly causal attention over what that row has written.
 Training rows may pack several examples (`data.examples.pack`): `segments_BxL`
 numbers them, positions restart in each, and a token sees only its own example.
+
+Positions enter as rotary embeddings of queries and keys (`position="rope"`), so
+attention sees how far back a token is, not where it is: a step's arithmetic reads
+the same at position 20 as at 150, after any number of backtracks. `"learned"` adds
+a learned embedding per absolute position instead (runs from before RoPE).
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import jax
 import jax.numpy as jnp
 
 
+POSITIONS = ("rope", "learned")
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Size of the policy-value LM. Hashable: pass it as a static argument."""
@@ -31,15 +39,21 @@ class ModelConfig:
   num_heads: int = 4
   d_ff: int = 512
   dtype: str = "float32"  # compute dtype ('bfloat16' on GPU/TPU); params and logits stay float32
+  position: str = "rope"  # 'rope' (rotary, relative) or 'learned' (absolute embeddings)
 
   def __post_init__(self):
     if self.dtype not in ("float32", "bfloat16"):
       raise ValueError(f"ModelConfig.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+    if self.position not in POSITIONS:
+      raise ValueError(f"ModelConfig.position must be one of {POSITIONS}, got {self.position!r}")
     if self.d_model % self.num_heads:
       raise ValueError(f"d_model={self.d_model} must be divisible by num_heads={self.num_heads}")
     for field in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads", "d_ff"):
       if getattr(self, field) <= 0:
         raise ValueError(f"ModelConfig.{field} must be positive, got {getattr(self, field)}")
+    if self.position == "rope" and self.head_dim % 2:
+      raise ValueError(f"rotary positions need an even head size, got d_model / num_heads = "
+                       f"{self.head_dim}")
 
   @property
   def head_dim(self) -> int:
@@ -68,6 +82,17 @@ def init_cache(config: ModelConfig, batch: int) -> tuple[KVCache, ...]:
   return tuple(KVCache(zeros, zeros) for _ in range(config.num_layers))
 
 
+def rotate(x_BxLxHxK, positions_BxL, base: float = 10_000.0):
+  """Rotary position embedding (Su et al., 2021): each pair of channels turned by an angle
+  proportional to the position, so that q . k depends on positions only through their gap."""
+  half = x_BxLxHxK.shape[-1] // 2
+  freqs_K = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles_BxLx1xK = (positions_BxL[..., None].astype(jnp.float32) * freqs_K)[:, :, None, :]
+  cos, sin = jnp.cos(angles_BxLx1xK), jnp.sin(angles_BxLx1xK)
+  x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BxLxHxK.dtype)
+
+
 class Attention(nn.Module):
   config: ModelConfig
 
@@ -76,6 +101,8 @@ class Attention(nn.Module):
     cfg = self.config
     qkv = nn.DenseGeneral((3, cfg.num_heads, cfg.head_dim), dtype=cfg.dtype, name="qkv")
     q_BxLxHxK, k_BxLxHxK, v_BxLxHxK = jnp.moveaxis(qkv(x_BxLxD), 2, 0)
+    if cfg.position == "rope":  # keys are cached rotated: each by its own position
+      q_BxLxHxK, k_BxLxHxK = rotate(q_BxLxHxK, positions_BxL), rotate(k_BxLxHxK, positions_BxL)
     if cache is None:
       keys = jnp.swapaxes(k_BxLxHxK, 1, 2)
       values = jnp.swapaxes(v_BxLxHxK, 1, 2)
@@ -129,8 +156,9 @@ class PolicyValueLM(nn.Module):
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
     x_BxLxD = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, name="embed")(tokens_BxL)
-    pos_emb = self.param("pos_embed", nn.initializers.normal(0.02), (cfg.max_len, cfg.d_model))
-    x_BxLxD = x_BxLxD + pos_emb[positions_BxL].astype(cfg.dtype)
+    if cfg.position == "learned":
+      pos_emb = self.param("pos_embed", nn.initializers.normal(0.02), (cfg.max_len, cfg.d_model))
+      x_BxLxD = x_BxLxD + pos_emb[positions_BxL].astype(cfg.dtype)
     new_cache = []
     for i in range(cfg.num_layers):
       x_BxLxD, layer_cache = Block(cfg, name=f"block_{i}")(

@@ -32,8 +32,15 @@ class Checkpoints:
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template)))
+    try:
+      restored = self.manager.restore(
+          step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template)))
+    except ValueError as e:  # another tree or shapes: the model changed since it was saved
+      raise ValueError(
+          f"the checkpoint {self.directory} (step {step}) does not fit this model: it was saved "
+          "by a model of another shape or position encoding (`model.position`; runs from before "
+          "RoPE used 'learned'). Resume with the config it was trained with, or use a new "
+          f"--workdir. Orbax said: {str(e).splitlines()[0]}") from None
     return step, restored["state"]
 
   def restore_config(self, step: int | None = None) -> dict | None:
