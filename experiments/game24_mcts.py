@@ -101,7 +101,7 @@ def model_config(tokenizer: Tokenizer, c, flag: str = "model") -> ModelConfig:
   try:
     return ModelConfig(vocab_size=tokenizer.vocab_size, max_len=c.max_len, d_model=c.d_model,
                        num_layers=c.num_layers, num_heads=c.num_heads, d_ff=c.d_ff,
-                       dtype=c.dtype, position=c.get("position", "learned"))
+                       dtype=c.dtype, position=c.position)
   except ValueError as e:
     raise app.UsageError(f"--config.{flag}: {e}") from None
 
@@ -238,21 +238,49 @@ def _rate(x: float | None) -> str:
   return "-" if x is None else f"{x:.1%}"
 
 
+# Model fields that runs from before they existed used (configs saved then lack them).
+LEGACY_MODEL_DEFAULTS = {"dtype": "float32", "position": "learned"}
+
+
+def with_legacy_model_defaults(config: dict) -> dict:
+  """A saved config with the model fields it predates filled in as they were then."""
+  config = dict(config)
+  for flag in ("model", "metacot_model"):
+    if flag in config:
+      config[flag] = {**LEGACY_MODEL_DEFAULTS, **config[flag]}
+  return config
+
+
+def _param_changes(then: ModelConfig, now: ModelConfig) -> list[str]:
+  """`field=old value` where `now` changes what the parameters depend on: not the compute
+  dtype, nor max_len between RoPE models (it sizes only the cache)."""
+  skip = {"dtype"} | ({"max_len"} if then.position == now.position == "rope" else set())
+  return [f"{f.name}={getattr(then, f.name)}" for f in dataclasses.fields(then)
+          if f.name not in skip and getattr(then, f.name) != getattr(now, f.name)]
+
+
 def check_models_unchanged(run: RunDir, cot: ModelConfig, metacot: ModelConfig, tokenizer):
-  """A run with checkpoints resumes only with the models that wrote them: otherwise a clear
-  error before any work, not a failed restore deep inside (runs from before RoPE stored no
-  `position`, and their models are 'learned')."""
-  saved = run.results.get("config")
-  if not saved or not (run.path / "checkpoints").is_dir():
-    return
-  for flag, now in (("model", cot), ("metacot_model", metacot)):
-    then = model_config(tokenizer, ConfigDict(saved[flag]), flag)
-    if dataclasses.replace(then, dtype=now.dtype) != now:
-      fields = [f"{f.name}={getattr(then, f.name)}" for f in dataclasses.fields(then)
-                if f.name != "dtype" and getattr(then, f.name) != getattr(now, f.name)]
-      raise app.UsageError(
-          f"{run.path} holds checkpoints of another config.{flag} ({', '.join(fields)}): "
-          f"resume with those (e.g. --config.{flag}.{fields[0]}) or use a new --workdir")
+  """A run resumes only with the models that wrote its checkpoints: otherwise one clear error
+  before any work that names every field to set, not a failed restore deep inside. Each
+  checkpoint folder holds the config that wrote it; `sft_cot` is the CoT model's, the rest
+  the Meta-CoT model's."""
+  folder = run.path / "checkpoints"
+  wanted = {}
+  for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+    flag, now = ("model", cot) if path.name == "sft_cot" else ("metacot_model", metacot)
+    checkpoints = run.checkpoints(path.name)
+    saved = checkpoints.restore_config()
+    checkpoints.close()
+    if saved is None or flag in wanted:
+      continue
+    then = model_config(tokenizer, ConfigDict(with_legacy_model_defaults(saved)[flag]), flag)
+    changes = _param_changes(then, now)
+    if changes:
+      wanted[flag] = [f"--config.{flag}.{change}" for change in changes]
+  if wanted:
+    raise app.UsageError(
+        f"{run.path} holds checkpoints of other models; resume with "
+        f"{' '.join(f for fields in wanted.values() for f in fields)}, or use a new --workdir")
 
 
 def check_batches_divide(cfg, devices: int):
@@ -301,6 +329,8 @@ def main(argv):
   cot_model, metacot_model = model_configs(cfg, tokenizer)
   run = RunDir(flags.FLAGS.workdir)
   check_models_unchanged(run, cot_model, metacot_model, tokenizer)
+  if "config" in run.results:  # a run from before a model field: compare as it was
+    run.results["config"] = with_legacy_model_defaults(run.results["config"])
   changes = run.config_changes(cfg.to_dict())
   if changes:
     logging.warning("%s was started with another config (%s): its finished phases keep their "

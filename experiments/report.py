@@ -177,11 +177,11 @@ def write(run: RunDir):
               for name, a in given]
   if "traced/metacot" in r:
     t = r["traced/metacot"]
-    rate = lambda x: "-" if x is None else f"{x:.1%}"
     lines += ["", f"Traced steps (Meta-CoT, test split; `metacot.evaluate.traced_steps`): reading "
-              f"{t['traces']} symbolic search traces, the model writes the rest of a step exactly "
-              f"in {rate(t['after_backtrack'])} of the {t['steps_after_backtrack']} steps right "
-              f"after a backtrack and {rate(t['elsewhere'])} of the others."]
+              f"{t['traces']} symbolic search traces ({t.get('left_out', 0)} too long left out), "
+              f"the model writes the rest of a step exactly in {_fmt(t['after_backtrack'], True)} "
+              f"of the {t['steps_after_backtrack']} steps right after a backtrack and "
+              f"{_fmt(t['elsewhere'], True)} of the others."]
   if "metacot_length_vs_amt" in r:
     lines += ["", f"Meta-CoT length against human solve time (AMT) on the hard split: Spearman "
               f"rho = {r['metacot_length_vs_amt']['spearman']:.2f}."]

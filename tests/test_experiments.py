@@ -85,22 +85,50 @@ def test_a_run_resumes_only_with_the_models_of_its_checkpoints(tmp_path):
   tok = Tokenizer()
   run = RunDir(tmp_path / "run")
   cfg = configs.get_config("quick")
-  before_rope = cfg.to_dict()  # a run from before RoPE stored no position: 'learned'
-  del before_rope["model"]["position"], before_rope["metacot_model"]["position"]
-  run.save("config", before_rope)
-  game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)  # nothing saved
-  (run.path / "checkpoints").mkdir()
-  with pytest.raises(app.UsageError, match=r"another config.model \(position=learned\): resume "
-                     r"with those \(e.g. --config.model.position=learned\)"):
-    game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)
+  cfg.metacot_sft.init_from_cot = False  # the models may differ (a check of its own, above)
+  check = lambda: game24_mcts.check_models_unchanged(
+      run, *game24_mcts.model_configs(cfg, tok), tok)
+  check()  # nothing saved yet
+  before = cfg.to_dict()  # a run from before dtype and RoPE: float32, learned positions
+  for flag in ("model", "metacot_model"):
+    del before[flag]["position"], before[flag]["dtype"]
+  def save(name, config):
+    checkpoints = run.checkpoints(name)
+    checkpoints.save(1, {"w": np.zeros(2)}, config)
+    checkpoints.close()
+  save("sft_cot", before)  # stopped before the Meta-CoT phase: only the CoT model is held to it
+  with pytest.raises(app.UsageError, match=r"other models; resume with "
+                     r"--config.model.position=learned, or use a new --workdir"):
+    check()
+  save("sft_metacot", before)
+  with pytest.raises(app.UsageError, match=r"resume with --config.model.position=learned "
+                     r"--config.metacot_model.position=learned, or"):  # both in one message
+    check()
   cfg.model.position = cfg.metacot_model.position = "learned"
-  game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)
+  check()
   cfg.model.dtype = "bfloat16"  # the compute dtype may change: the parameters are the same
-  game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)
+  check()
+  cfg.model.max_len += 8  # learned positions: one embedding per place, so max_len counts
+  with pytest.raises(app.UsageError, match=r"--config.model.max_len=192,"):
+    check()
+  save("star_1", configs.get_config("quick").to_dict())  # later phases: RoPE, 192 places
+  cfg = configs.get_config("quick")
   cfg.metacot_sft.init_from_cot = False
+  cfg.model.position = "learned"
+  cfg.metacot_model.max_len = 256  # RoPE's parameters do not depend on max_len
+  shutil.rmtree(run.path / "checkpoints" / "sft_metacot")
+  check()
   cfg.metacot_model.d_ff *= 2
-  with pytest.raises(app.UsageError, match=r"another config.metacot_model \(d_ff=256\)"):
-    game24_mcts.check_models_unchanged(run, *game24_mcts.model_configs(cfg, tok), tok)
+  with pytest.raises(app.UsageError, match=r"resume with --config.metacot_model.d_ff=256,"):
+    check()
+
+
+def test_resumed_runs_from_before_a_model_field_compare_as_they_were():
+  before = configs.get_config("quick").to_dict()
+  del before["model"]["position"], before["metacot_model"]["dtype"]
+  filled = game24_mcts.with_legacy_model_defaults(before)
+  assert filled["model"]["position"] == "learned" and filled["metacot_model"]["dtype"] == "float32"
+  assert "position" not in before["model"]  # the saved dict itself is left as it was
 
 
 @pytest.mark.parametrize("preset", configs.PRESETS)

@@ -934,6 +934,8 @@ TRACED_MODEL = dataclasses.replace(MODEL, max_len=128)  # room for SEARCHED_TRAC
     ("30", 1.0, 0.8),  # only in the rest of `6 * 5 = 30 (left: 6 30)`
     ("5", 0.0, 0.8),  # in `6 - 1 = 5 (left: 5)` and, after the backtrack, `... (left: 5 6 6)`
     ("9", 1.0, 0.8),  # in the rest of step 1, and in step 2's `10 - 9 = `, which is given
+    (" = ", 1.0, 1.0),  # only in the given heads: never scored
+    ("\n", 0.0, 0.0),  # ends the rest of every step (and the prompt, which is given)
 ])
 def test_traced_steps_scores_the_rest_of_each_step_after_a_backtrack_apart(
     monkeypatch, missed, after_backtrack, elsewhere):
@@ -945,7 +947,7 @@ def test_traced_steps_scores_the_rest_of_each_step_after_a_backtrack_apart(
   problem = game24.make("4 5 6 10")
   got = evaluate.traced_steps(None, TRACED_MODEL, tokenizer, [(problem, SEARCHED_TRACE)] * 3,
                               batch_size=2)
-  assert got == {"traces": 3, "steps": 18, "steps_after_backtrack": 3,
+  assert got == {"traces": 3, "left_out": 0, "steps": 18, "steps_after_backtrack": 3,
                  "after_backtrack": after_backtrack, "elsewhere": pytest.approx(elsewhere)}
 
 
@@ -955,7 +957,7 @@ def test_traced_steps_with_a_model_leaves_out_traces_too_long_for_it():
   long_trace = SEARCHED_TRACE[:3] + SEARCHED_TRACE[3:7] * 4 + SEARCHED_TRACE[7:]
   got = evaluate.traced_steps(params, TRACED_MODEL, Tokenizer(),
                               [(problem, SEARCHED_TRACE), (problem, long_trace)])
-  assert (got["traces"], got["steps"], got["steps_after_backtrack"]) == (1, 6, 1)
+  assert (got["traces"], got["left_out"], got["steps"], got["steps_after_backtrack"]) == (1, 1, 6, 1)
   assert 0.0 <= got["after_backtrack"] <= 1.0 and 0.0 <= got["elsewhere"] <= 1.0
   with pytest.raises(ValueError, match="at most 128 tokens"):
     evaluate.traced_steps(params, TRACED_MODEL, Tokenizer(), [(problem, long_trace)])

@@ -12,6 +12,7 @@ from absl.testing import parameterized
 
 from metacot_jax.models import (ModelConfig, SamplingConfig, forward, init_cache, init_params,
                                 prefill, sample, sequence_logprobs)
+from metacot_jax.models import transformer
 from metacot_jax.models.sampling import check_fits
 
 CFG = ModelConfig(vocab_size=61, max_len=32, d_model=32, num_layers=2, num_heads=4, d_ff=64)
@@ -160,8 +161,25 @@ class ForwardTest(chex.TestCase):
     if position == "rope":
       np.testing.assert_allclose(at_9, at_0, atol=2e-5)
       np.testing.assert_allclose(values_9, values_0, atol=2e-5)
+      spread, _, _ = forward(params, cfg, tokens, 2 * positions)  # other gaps: other outputs
+      assert np.abs(np.asarray(spread - at_0)).max() > 1e-3
     else:
       assert gap > 1e-3, gap
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_rotated_dot_products_depend_on_the_gap_only(self):
+    """rotate(q, m) . rotate(k, n) == rotate(q, m - n) . k, and differs from q . k."""
+    q, k = jax.random.normal(jax.random.PRNGKey(4), (2, 1, 1, 2, 8))  # [B=1, L=1, H=2, K=8]
+    rotate = self.variant(transformer.rotate)
+    dot = lambda a, b: np.asarray((a * b).sum(-1))
+    at = lambda x, p: rotate(x, jnp.full((1, 1), p))
+    chex.assert_shape(at(q, 3), (1, 1, 2, 8))
+    for m, n in ((7, 3), (104, 100), (3, 7), (150, 0)):
+      np.testing.assert_allclose(dot(at(q, m), at(k, n)), dot(at(q, m - n), k), rtol=1e-4,
+                                 atol=1e-5)
+    assert np.abs(dot(at(q, 4), k) - dot(q, k)).max() > 1e-3  # a gap of 4 is seen
+    np.testing.assert_allclose(np.linalg.norm(at(q, 9), axis=-1), np.linalg.norm(q, axis=-1),
+                               rtol=1e-5)  # a rotation: lengths kept
 
   def test_bad_position_encoding_is_a_clear_error(self):
     with pytest.raises(ValueError, match="position must be one of"):
@@ -170,23 +188,30 @@ class ForwardTest(chex.TestCase):
       ModelConfig(vocab_size=61, d_model=12, num_heads=4)
 
 
-def test_kv_cache_matches_full_forward(params):
-  """Prefill + one token at a time, rows at different depths == one full forward."""
+@pytest.mark.parametrize("position", ["rope", "learned"])
+def test_kv_cache_matches_full_forward(params, position):
+  """Prefill + one token at a time, rows at different depths == one full forward (rotary
+  keys are cached rotated; learned positions are what runs from before RoPE use)."""
+  cfg = dataclasses.replace(CFG, position=position)
+  if position != CFG.position:
+    params = jax.jit(init_params, static_argnums=0)(cfg, jax.random.PRNGKey(3))
   total = 12
   full = _random_tokens(6, (3, total))
   prompt = np.zeros_like(PROMPT)
   for b, n in enumerate(PROMPT_LENGTHS):
     prompt[b, :n] = full[b, :n]
-  ref_logits, ref_values = _full_forward(params, full)
+  padded = np.zeros((3, cfg.max_len), np.int32)
+  padded[:, :total] = full
+  ref_logits, ref_values, _ = jax.jit(forward, static_argnums=1)(params, cfg, padded)
 
-  pre = jax.jit(prefill, static_argnums=1)(params, CFG, prompt, PROMPT_LENGTHS)
+  pre = jax.jit(prefill, static_argnums=1)(params, cfg, prompt, PROMPT_LENGTHS)
   rows = np.arange(3)
   chex.assert_shape(pre.next_logits_BxV, (3, CFG.vocab_size))
   chex.assert_shape(pre.value_logits_B, (3,))
   np.testing.assert_allclose(pre.next_logits_BxV, ref_logits[rows, PROMPT_LENGTHS - 1], atol=1e-4)
   np.testing.assert_allclose(pre.value_logits_B, ref_values[rows, PROMPT_LENGTHS - 1], atol=1e-4)
 
-  step = jax.jit(functools.partial(forward, config=CFG))
+  step = jax.jit(functools.partial(forward, config=cfg))
   cache = pre.cache
   for t in range(total - PROMPT_LENGTHS.max()):
     pos = PROMPT_LENGTHS + t

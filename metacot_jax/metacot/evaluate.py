@@ -123,7 +123,7 @@ def traced_steps(params, config: ModelConfig, tokenizer: Tokenizer,
   A model that computes each step from the line above it, whatever came before, scores
   alike; one whose arithmetic is tied to where in a trace it stands (absolute positions)
   fails after backtracks. One forward pass per batch of traces; traces longer than the
-  model's `max_len` are left out.
+  model's `max_len` are left out (`left_out`: they backtrack more than most).
   """
   rows, spans = [], []  # spans: (row, start, end, after a backtrack)
   for problem, lines in traces:
@@ -151,7 +151,8 @@ def traced_steps(params, config: ModelConfig, tokenizer: Tokenizer,
   right = np.array([hits[r, a:b].all() for r, a, b, _ in spans])
   back = np.array([after for *_, after in spans])
   rate = lambda mask: float(right[mask].mean()) if mask.any() else None
-  return {"traces": len(rows), "steps": len(spans), "steps_after_backtrack": int(back.sum()),
+  return {"traces": len(rows), "left_out": len(traces) - len(rows), "steps": len(spans),
+          "steps_after_backtrack": int(back.sum()),
           "after_backtrack": rate(back), "elsewhere": rate(~back)}
 
 

@@ -83,12 +83,13 @@ def init_cache(config: ModelConfig, batch: int) -> tuple[KVCache, ...]:
 
 
 def rotate(x_BxLxHxK, positions_BxL, base: float = 10_000.0):
-  """Rotary position embedding (Su et al., 2021): each pair of channels turned by an angle
-  proportional to the position, so that q . k depends on positions only through their gap."""
-  half = x_BxLxHxK.shape[-1] // 2
-  freqs_K = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles_BxLx1xK = (positions_BxL[..., None].astype(jnp.float32) * freqs_K)[:, :, None, :]
-  cos, sin = jnp.cos(angles_BxLx1xK), jnp.sin(angles_BxLx1xK)
+  """Rotary position embedding (Su et al., 2021): channel pairs turned by angles proportional
+  to the position, so that q . k depends on positions only through their gap. Pairs are
+  (i, i + K/2), the split-half layout of GPT-NeoX, not adjacent channels."""
+  half = x_BxLxHxK.shape[-1] // 2  # J = K / 2 below
+  freqs_J = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles_BxLx1xJ = (positions_BxL[..., None].astype(jnp.float32) * freqs_J)[:, :, None, :]
+  cos, sin = jnp.cos(angles_BxLx1xJ), jnp.sin(angles_BxLx1xJ)
   x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
   return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x_BxLxHxK.dtype)
 

@@ -40,7 +40,7 @@ class Checkpoints:
           f"the checkpoint {self.directory} (step {step}) does not fit this model: it was saved "
           "by a model of another shape or position encoding (`model.position`; runs from before "
           "RoPE used 'learned'). Resume with the config it was trained with, or use a new "
-          f"--workdir. Orbax said: {str(e).splitlines()[0]}") from None
+          f"--workdir. Orbax said: {(str(e).splitlines() or [''])[0]}") from e
     return step, restored["state"]
 
   def restore_config(self, step: int | None = None) -> dict | None:
