@@ -280,7 +280,8 @@ def check_models_unchanged(run: RunDir, cot: ModelConfig, metacot: ModelConfig, 
   if wanted:
     raise app.UsageError(
         f"{run.path} holds checkpoints of other models; resume with "
-        f"{' '.join(f for fields in wanted.values() for f in fields)}, or use a new --workdir")
+        f"{' '.join(f for flag in ('model', 'metacot_model') for f in wanted.get(flag, []))}, "
+        "or use a new --workdir")
 
 
 def check_batches_divide(cfg, devices: int):
