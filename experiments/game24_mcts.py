@@ -266,7 +266,7 @@ def check_models_unchanged(run: RunDir, cot: ModelConfig, metacot: ModelConfig, 
   the Meta-CoT model's."""
   folder = run.path / "checkpoints"
   wanted = {}
-  for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+  for path in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
     flag, now = ("model", cot) if path.name == "sft_cot" else ("metacot_model", metacot)
     checkpoints = run.checkpoints(path.name)
     saved = checkpoints.restore_config()
