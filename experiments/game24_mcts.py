@@ -234,10 +234,6 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
   return {k: greedy[k] for k in keep} | sampled
 
 
-def _rate(x: float | None) -> str:
-  return "-" if x is None else f"{x:.1%}"
-
-
 # Model fields that runs from before they existed used (configs saved then lack them).
 LEGACY_MODEL_DEFAULTS = {"dtype": "float32", "position": "learned"}
 
@@ -392,10 +388,9 @@ def main(argv):
     for split, ps in (("test", test_p), ("hard", hard_p)):
       result = run.phase(f"greedy/{name}/{split}", lambda: metacot_eval.in_context(
           state.params, model, tokenizer, ps, batch_size=cfg.eval.batch_size, mesh=mesh))
-      after_backtrack = result.get("solved_after_backtrack_rate")  # absent in older runs
       print(f"greedy {name:8s} {split}: {result['accuracy']:.1%}, "
             f"{result['mean_tokens']:.0f} tokens, "
-            f"{'-' if after_backtrack is None else f'{after_backtrack:.1%}'} solved after a "
+            f"{report.fmt(result.get('solved_after_backtrack_rate'), True)} solved after a "
             "backtrack")
     result = run.phase(f"arithmetic/{name}", lambda: metacot_eval.arithmetic(
         state.params, model, tokenizer, test_p, np.random.default_rng(cfg.seed),
@@ -407,8 +402,8 @@ def main(argv):
       metacot_state.params, metacot_model, tokenizer,
       round0.symbolic_traces(test_p, 2, cfg.seed + 1, noise_scales=cfg.data.dfs_noise_scales),
       batch_size=cfg.eval.batch_size))
-  print(f"traced steps metacot test: {_rate(traced['after_backtrack'])} written right after a "
-        f"backtrack, {_rate(traced['elsewhere'])} elsewhere")
+  print(f"traced steps metacot test: {report.fmt(traced['after_backtrack'], True)} written "
+        f"right after a backtrack, {report.fmt(traced['elsewhere'], True)} elsewhere")
   hard = run.results["greedy/metacot/hard"]
   run.save("metacot_length_vs_amt", {"spearman": metacot_eval.rank_correlation(
       amt["hard"][:len(hard["tokens"])], hard["tokens"])})

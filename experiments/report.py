@@ -33,7 +33,8 @@ def _search_rows(results: dict, split: str = ""):
   return sorted(rows, key=lambda x: (x[0], x[1]))
 
 
-def _fmt(x, pct=False):
+def fmt(x, pct=False):
+  """A figure for the report and the job's printed lines: '-' where it was not measured."""
   return "-" if x is None else (f"{x:.1%}" if pct else f"{x:.1f}")
 
 
@@ -44,12 +45,12 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
   verifier = [m for label, _, m in rows if label == "mcts/verifier/tree" and m["nodes"] <= 30]
   best = max(verifier, key=lambda m: m["accuracy"], default=None)
   out.append(("MCTS with the verifier: >= 99% at <= 30 nodes per puzzle (test)",
-              f"{_fmt(best and best['accuracy'], True)} at {_fmt(best and best['nodes'])} nodes",
+              f"{fmt(best and best['accuracy'], True)} at {fmt(best and best['nodes'])} nodes",
               "met" if best and best["accuracy"] >= 0.99 else "not met"))
   learned = [m for label, _, m in rows if label.startswith("mcts/learned")]
   best = max(learned, key=lambda m: m["accuracy"], default=None)
   out.append(("MCTS without the verifier (learned value, one answer): >= 95%",
-              _fmt(best and best["accuracy"], True),
+              fmt(best and best["accuracy"], True),
               "met" if best and best["accuracy"] >= 0.95 else "not met"))
   curves = r.get("sampling", {}).get("best_of_k")
   if curves:
@@ -82,7 +83,7 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
         m is not None for m in mcts) and all(b > a for a, b in zip(mcts, mcts[1:]))
     out.append(("Each Meta-STaR round improves greedy and MCTS accuracy (>= 2 rounds)",
                 "greedy " + " -> ".join(f"{g:.1%}" for g in greedy) + "; MCTS " +
-                " -> ".join(_fmt(m, True) for m in mcts),
+                " -> ".join(fmt(m, True) for m in mcts),
                 "met" if up and len(rounds) >= 2 else "not met"))
   if "metacot_length_vs_amt" in r and "greedy/metacot/hard" in r:
     rho = r["metacot_length_vs_amt"]["spearman"]
@@ -179,9 +180,9 @@ def write(run: RunDir):
     t = r["traced/metacot"]
     lines += ["", f"Traced steps (Meta-CoT, test split; `metacot.evaluate.traced_steps`): reading "
               f"{t['traces']} symbolic search traces ({t.get('left_out', 0)} too long left out), "
-              f"the model writes the rest of a step exactly in {_fmt(t['after_backtrack'], True)} "
+              f"the model writes the rest of a step exactly in {fmt(t['after_backtrack'], True)} "
               f"of the {t['steps_after_backtrack']} steps right after a backtrack and "
-              f"{_fmt(t['elsewhere'], True)} of the others."]
+              f"{fmt(t['elsewhere'], True)} of the others."]
   if "metacot_length_vs_amt" in r:
     lines += ["", f"Meta-CoT length against human solve time (AMT) on the hard split: Spearman "
               f"rho = {r['metacot_length_vs_amt']['spearman']:.2f}."]
@@ -246,7 +247,7 @@ def write(run: RunDir):
               "Table 1:", "", "| policy \\ value | " + " | ".join(str(j) for j in range(n)) + " |",
               "| --- | " + " | ".join("---" for _ in range(n)) + " |"]
     for i in range(n):
-      lines.append(f"| {i} | " + " | ".join(_fmt(r.get(f"star/pairs/{i}/{j}"), True)
+      lines.append(f"| {i} | " + " | ".join(fmt(r.get(f"star/pairs/{i}/{j}"), True)
                                             for j in range(n)) + " |")
 
   rl_rows = _rl_rows(r)

@@ -171,8 +171,9 @@ def main(argv=None):
     for name, overrides in zip(names, trials):
       trial_dir = root / name
       status_path = trial_dir / "trial.json"
-      if status_path.exists() and json.loads(status_path.read_text())["status"] == "done":
-        statuses[name] = json.loads(status_path.read_text())
+      done = json.loads(status_path.read_text()) if status_path.exists() else {}
+      if done.get("status") == "done":
+        statuses[name] = done
         if (statuses[name].get("set"), statuses[name].get("base")) != (fixed, args.base):
           print(f"[skip] {name}: done, with other --set or --base ({statuses[name].get('set')}, "
                 f"{statuses[name].get('base')}); delete {trial_dir} to run it again")
