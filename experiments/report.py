@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
+from metacot_jax.metacot import evaluate  # pylint: disable=wrong-import-position
 from metacot_jax.runs import RunDir  # pylint: disable=wrong-import-position
 
 ANCHORS = [
@@ -71,7 +72,8 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
   cot, meta = r.get("greedy/cot/test"), r.get("greedy/metacot/test")
   if cot and meta:
     out.append(("Meta-CoT greedy >= 90% and >= 25 points above CoT (test)",
-                f"Meta-CoT {meta['accuracy']:.1%}, CoT {cot['accuracy']:.1%}",
+                f"Meta-CoT {meta['accuracy']:.1%}, CoT {cot['accuracy']:.1%}"
+                + _gap(meta, cot),
                 "met" if meta["accuracy"] >= 0.9 and meta["accuracy"] - cot["accuracy"] >= 0.25
                 else "not met"))
   rounds = sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
@@ -124,6 +126,24 @@ def rl_target(r: dict) -> tuple[str, str, str]:
   return name, measured, f"met by gamma={ok[0]}" if ok else "not met"
 
 
+def _gap(a: dict, b: dict) -> str:
+  """', +3.0 points (95% interval -7.6 to +13.6)': a paired difference of two greedy
+  evaluations of the same puzzles; '' for runs from before `correct` was kept."""
+  a, b = a.get("correct") or [], b.get("correct") or []
+  if len(a) != len(b) or len(a) < 2:
+    return ""
+  diff, low, high = evaluate.paired_difference(a, b)
+  return f", {100 * diff:+.1f} points (95% interval {100 * low:+.1f} to {100 * high:+.1f})"
+
+
+def _interval(g: dict) -> str:
+  """' (16.7-33.2)': the 95% Wilson interval of a greedy accuracy, '' where not kept."""
+  if not g.get("correct"):
+    return ""
+  low, high = evaluate.accuracy_interval(g["correct"])
+  return f" ({100 * low:.1f}-{100 * high:.1f})"
+
+
 def _share(g: dict, key: str, fmt: str) -> str:
   """A rate of a greedy evaluation, '-' in runs from before it was measured."""
   return "-" if g.get(key) is None else format(g[key], fmt)
@@ -153,7 +173,9 @@ def write(run: RunDir):
            "| --- | --- | --- |"] + [f"| {a} | {b} | {c} |" for a, b, c in targets(r)]
 
   lines += ["", "## One greedy generation, no search, no verifier", "",
-            "| model | split | accuracy | solved after a backtrack | mean generated tokens "
+            "Accuracies with their 95% intervals (Wilson); the targets above compare the two "
+            "models by their paired difference on the same puzzles.", "",
+            "| model | split | accuracy (95% interval) | solved after a backtrack | mean generated tokens "
             "(right / wrong) | mean steps | mean backtracks | with an illegal step | first one "
             "at a backtrack |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -161,7 +183,7 @@ def write(run: RunDir):
     for split in ("test", "hard"):
       g = r.get(f"greedy/{name}/{split}")
       if g:
-        lines.append(f"| {name} | {split} | {g['accuracy']:.1%} | "
+        lines.append(f"| {name} | {split} | {g['accuracy']:.1%}{_interval(g)} | "
                      f"{_share(g, 'solved_after_backtrack_rate', '.1%')} | "
                      f"{g['mean_tokens']:.0f} ({_lengths(g)}) | {g['mean_steps']:.1f} | "
                      f"{g['mean_backtracks']:.2f} | {g['illegal_step_rate']:.0%} | "

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from absl import app
 
-from experiments import configs, game24_mcts, sweep
+from experiments import configs, game24_mcts, report, sweep
 from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.metacot import evaluate
 from metacot_jax.runs import RunDir
 from tests.processes import run_hosts
 
@@ -204,9 +205,24 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
     parts = [(g["accuracy"], g["mean_tokens_right"]), (1 - g["accuracy"], g["mean_tokens_wrong"])]
     assert sum(w * n for w, n in parts if n is not None) == pytest.approx(g["mean_tokens"])
     assert 0 <= g["solved_after_backtrack_rate"] <= g["accuracy"]
-  report = (tiny_workdir / "report.md").read_text()
-  assert "| solved after a backtrack | mean generated tokens (right / wrong) |" in report
-  assert "| solved after a backtrack | greedy tokens (right / wrong) |" in report
+  text = (tiny_workdir / "report.md").read_text()
+  assert "| solved after a backtrack | mean generated tokens (right / wrong) |" in text
+  assert "| solved after a backtrack | greedy tokens (right / wrong) |" in text
+
+
+def test_report_gives_intervals_and_the_paired_gap(tiny_workdir, tiny_results):
+  meta, cot = tiny_results["greedy/metacot/test"], tiny_results["greedy/cot/test"]
+  diff, low, high = evaluate.paired_difference(meta["correct"], cot["correct"])
+  text = (tiny_workdir / "report.md").read_text()
+  assert (f"CoT {cot['accuracy']:.1%}, {100 * diff:+.1f} points (95% interval {100 * low:+.1f} "
+          f"to {100 * high:+.1f})") in text
+  low, high = evaluate.accuracy_interval(meta["correct"])
+  assert f"| metacot | test | {meta['accuracy']:.1%} ({100 * low:.1f}-{100 * high:.1f}) |" in text
+  before = {k: {f: x for f, x in v.items() if f != "correct"} if k.startswith("greedy/") else v
+            for k, v in tiny_results.items()}  # a run that kept no per-puzzle results
+  rows = {target: measured for target, measured, _ in report.targets(before)}
+  assert rows["Meta-CoT greedy >= 90% and >= 25 points above CoT (test)"] == (
+      f"Meta-CoT {meta['accuracy']:.1%}, CoT {cot['accuracy']:.1%}")
 
 
 def test_main_job_scores_traced_steps_after_backtracks_apart(tiny_workdir, tiny_results):

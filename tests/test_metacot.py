@@ -852,6 +852,35 @@ def test_rank_correlation_by_hand():
   assert np.isnan(evaluate.rank_correlation([1, 1, 1], [1, 2, 3]))
 
 
+def test_accuracy_interval_is_wilsons_by_hand():
+  # Wilson: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n), z = 1.959964
+  z, n, p = 1.959963984540054, 100, 0.24
+  centre, half = p + z * z / (2 * n), z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+  low, high = evaluate.accuracy_interval([True] * 24 + [False] * 76)
+  assert (low, high) == pytest.approx(((centre - half) / (1 + z * z / n),
+                                       (centre + half) / (1 + z * z / n)))
+  assert (low, high) == pytest.approx((0.1669, 0.3323), abs=1e-4)
+  low, high = evaluate.accuracy_interval([False] * 10)  # none right: the interval starts at 0
+  assert low == 0 and 0.2 < high < 0.3
+  assert evaluate.accuracy_interval([True] * 240 + [False] * 760)[1] < 0.27  # narrows with n
+
+
+def test_paired_difference_by_hand():
+  # differences 1, 0, 0, 0: mean 0.25, sd 0.5, se 0.25; t(3, 0.975) = 3.182446
+  diff, low, high = evaluate.paired_difference([1, 1, 0, 0], [0, 1, 0, 0])
+  assert (diff, low, high) == pytest.approx((0.25, 0.25 - 3.182446 * 0.25,
+                                             0.25 + 3.182446 * 0.25))
+  assert evaluate.paired_difference([1, 0, 1], [1, 0, 1]) == (0.0, 0.0, 0.0)  # the same model
+  # successes that overlap give a narrower interval than ones that do not, at the same gap
+  a = [1] * 30 + [0] * 70
+  overlap = evaluate.paired_difference(a, [1] * 20 + [0] * 80)
+  apart = evaluate.paired_difference(a, [0] * 80 + [1] * 20)
+  assert overlap[0] == apart[0] == pytest.approx(0.1)
+  assert overlap[2] - overlap[1] < apart[2] - apart[1]
+  with pytest.raises(ValueError, match="same >= 2 problems, got 3 and 2"):
+    evaluate.paired_difference([1, 0, 1], [1, 0])
+
+
 # ---------------------------------------------------------------------------------------------
 # 7. Given steps: computing apart from choosing.
 

@@ -5,6 +5,9 @@ its facts (steps, backtracks, tokens). `sampled`: G generations per problem at
 temperature 1, scored like the RL reward. Only the final answer line is verified.
 `arithmetic`: teacher-forced steps, to tell wrong sums from wrong plans.
 `traced_steps`: teacher-forced search traces, to tell steps after a backtrack from the rest.
+`accuracy_interval`, `paired_difference`, `rank_correlation`: the statistics the report
+gives with them (scipy): on 100 test puzzles an accuracy near 25% is uncertain by about
+8 points either way.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.stats
 
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import trace
@@ -157,19 +161,30 @@ def traced_steps(params, config: ModelConfig, tokenizer: Tokenizer,
 
 
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
-  """Spearman's rho (average ranks for ties)."""
-  def ranks(v):
-    v = np.asarray(v, float)
-    order = np.argsort(v, kind="stable")
-    r = np.empty(len(v))
-    r[order] = np.arange(len(v))
-    for value in np.unique(v):  # average the ranks of ties
-      r[v == value] = r[v == value].mean()
-    return r
-  rx, ry = ranks(x), ranks(y)
-  if rx.std() == 0 or ry.std() == 0:
+  """Spearman's rho (ties take their average rank); nan when either side is constant."""
+  if np.ptp(np.asarray(x, float)) == 0 or np.ptp(np.asarray(y, float)) == 0:
     return float("nan")
-  return float(np.corrcoef(rx, ry)[0, 1])
+  return float(scipy.stats.spearmanr(x, y).statistic)
+
+
+def accuracy_interval(correct: Sequence[bool], confidence: float = 0.95) -> tuple[float, float]:
+  """Wilson score interval of the share of `correct`: where the true rate lies."""
+  ci = scipy.stats.binomtest(int(np.sum(correct)), len(correct)).proportion_ci(
+      confidence, method="wilson")
+  return float(ci.low), float(ci.high)
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool], confidence: float = 0.95
+                      ) -> tuple[float, float, float]:
+  """(mean of a - b, low, high): two models scored on the same problems, with a paired t
+  interval, which is narrower than two separate ones when their successes overlap."""
+  if len(a) != len(b) or len(a) < 2:
+    raise ValueError(f"paired_difference needs two scorings of the same >= 2 problems, got "
+                     f"{len(a)} and {len(b)}")
+  diff = float(np.mean(np.asarray(a, float) - np.asarray(b, float)))
+  ci = scipy.stats.ttest_rel(np.asarray(a, float), np.asarray(b, float)).confidence_interval(
+      confidence)
+  return diff, float(ci.low), float(ci.high)
 
 
 def sampled(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
