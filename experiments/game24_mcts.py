@@ -470,15 +470,18 @@ def main(argv):
                   init_params=state.params, step=alphazero)
     policies.append(state.params)
     solved = run.results[f"star/{r}/solved"]
-    run.phase(f"star/{r}", lambda: {
-        "greedy_test": metacot_eval.in_context(state.params, metacot_model, tokenizer, test_p,
-                                               batch_size=cfg.eval.batch_size,
-                                               mesh=mesh)["accuracy"],
-        "train_solved_by_search": len(solved),
-        "newly_solved": len(set(solved) - solved_ever) if r > 1 else len(solved),
-    })
+
+    def round_result(state=state, solved=solved):
+      greedy = metacot_eval.in_context(state.params, metacot_model, tokenizer, test_p,
+                                       batch_size=cfg.eval.batch_size, mesh=mesh)
+      return {"greedy_test": greedy["accuracy"], "greedy_correct": greedy["correct"],
+              "train_solved_by_search": len(solved),
+              "newly_solved": len(set(solved) - solved_ever) if r > 1 else len(solved)}
+    result = run.phase(f"star/{r}", round_result)
     solved_ever |= set(solved)
-    print(f"Meta-STaR round {r}: {run.results[f'star/{r}']}")
+    print(f"Meta-STaR round {r}: greedy test {result['greedy_test']:.1%}, "
+          f"{result['train_solved_by_search']} train puzzles solved by search "
+          f"({result['newly_solved']} new)")
 
   # TS-LLM's table: MCTS accuracy for every (policy_i, value_j) pair of rounds.
   for i, policy in enumerate(policies):

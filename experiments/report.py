@@ -256,11 +256,16 @@ def write(run: RunDir):
   rounds = sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
   if rounds:
     lines += ["", "## Meta-STaR rounds (Meta-CoT model; MCTS with the verifier on train puzzles)",
-              "", "| round | greedy test accuracy | train puzzles solved by search | newly solved "
-              "| traces | mean trace tokens |", "| --- | --- | --- | --- | --- | --- |"]
+              "", "| round | greedy test accuracy | change from the round before (95% interval) "
+              "| train puzzles solved by search | newly solved | traces | mean trace tokens |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    before = {"correct": r.get("greedy/metacot/test", {}).get("correct")}
     for i in rounds:
       s, d = r[f"star/{i}"], r.get(f"star/{i}/data", {})
-      lines.append(f"| {i} | {s['greedy_test']:.1%} | {s['train_solved_by_search']} | "
+      now = {"correct": s.get("greedy_correct")}
+      gap = _gap(now, before).removeprefix(", ") or "-"
+      before = now
+      lines.append(f"| {i} | {s['greedy_test']:.1%} | {gap} | {s['train_solved_by_search']} | "
                    f"{s['newly_solved']} | {d.get('traces', '-')} | "
                    f"{d.get('mean_trace_tokens', 0):.0f} |")
     n = len(rounds) + 1

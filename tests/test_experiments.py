@@ -218,6 +218,11 @@ def test_report_gives_intervals_and_the_paired_gap(tiny_workdir, tiny_results):
           f"to {100 * high:+.1f})") in text
   low, high = evaluate.accuracy_interval(meta["correct"])
   assert f"| metacot | test | {meta['accuracy']:.1%} ({100 * low:.1f}-{100 * high:.1f}) |" in text
+  star = tiny_results["star/1"]  # each Meta-STaR round against the one before, paired
+  assert np.mean(star["greedy_correct"]) == star["greedy_test"]
+  diff, low, high = evaluate.paired_difference(star["greedy_correct"], meta["correct"])
+  assert (f"| 1 | {star['greedy_test']:.1%} | {100 * diff:+.1f} points (95% interval "
+          f"{100 * low:+.1f} to {100 * high:+.1f}) |") in text
   before = {k: {f: x for f, x in v.items() if f != "correct"} if k.startswith("greedy/") else v
             for k, v in tiny_results.items()}  # a run that kept no per-puzzle results
   rows = {target: measured for target, measured, _ in report.targets(before)}
