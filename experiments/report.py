@@ -133,7 +133,20 @@ def _gap(a: dict, b: dict) -> str:
   if len(a) != len(b) or len(a) < 2:
     return ""
   diff, low, high = evaluate.paired_difference(a, b)
+  if low != low:  # nan: every puzzle differs alike
+    return f", {100 * diff:+.1f} points (alike on every puzzle: no interval)"
   return f", {100 * diff:+.1f} points (95% interval {100 * low:+.1f} to {100 * high:+.1f})"
+
+
+def star_changes(r: dict) -> list[str]:
+  """Each Meta-STaR round's greedy test accuracy against the round before (round 1 against
+  the Meta-CoT SFT model), paired; '-' where a round kept no per-puzzle results."""
+  before, out = r.get("greedy/metacot/test", {}).get("correct"), []
+  for i in sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/")):
+    now = r[f"star/{i}"].get("greedy_correct")
+    out.append(_gap({"correct": now}, {"correct": before}).removeprefix(", ") or "-")
+    before = now
+  return out
 
 
 def _interval(g: dict) -> str:
@@ -256,15 +269,11 @@ def write(run: RunDir):
   rounds = sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
   if rounds:
     lines += ["", "## Meta-STaR rounds (Meta-CoT model; MCTS with the verifier on train puzzles)",
-              "", "| round | greedy test accuracy | change from the round before (95% interval) "
-              "| train puzzles solved by search | newly solved | traces | mean trace tokens |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
-    before = {"correct": r.get("greedy/metacot/test", {}).get("correct")}
-    for i in rounds:
+              "", "| round | greedy test accuracy | change from the round before (round 1: from "
+              "the Meta-CoT SFT model) | train puzzles solved by search | newly solved | traces "
+              "| mean trace tokens |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for i, gap in zip(rounds, star_changes(r)):
       s, d = r[f"star/{i}"], r.get(f"star/{i}/data", {})
-      now = {"correct": s.get("greedy_correct")}
-      gap = _gap(now, before).removeprefix(", ") or "-"
-      before = now
       lines.append(f"| {i} | {s['greedy_test']:.1%} | {gap} | {s['train_solved_by_search']} | "
                    f"{s['newly_solved']} | {d.get('traces', '-')} | "
                    f"{d.get('mean_trace_tokens', 0):.0f} |")

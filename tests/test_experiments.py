@@ -210,19 +210,43 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
   assert "| solved after a backtrack | greedy tokens (right / wrong) |" in text
 
 
+def test_report_gaps_by_hand():
+  """Meta-CoT minus CoT, and each Meta-STaR round minus the one before, on the same puzzles."""
+  meta, cot = [1, 1, 0, 0] * 25, [0, 1, 0, 0] * 25  # 50% against 25%: 25 puzzles differ
+  diff, low, high = evaluate.paired_difference(meta, cot)
+  assert diff == 0.25 and 0.15 < low < 0.2 and 0.3 < high < 0.35
+  results = {"greedy/metacot/test": {"accuracy": 0.5, "correct": meta},
+             "greedy/cot/test": {"accuracy": 0.25, "correct": cot},
+             "star/1": {"greedy_test": 0.25, "greedy_correct": cot},
+             "star/2": {"greedy_test": 0.25},  # a round from before greedy_correct was kept
+             "star/3": {"greedy_test": 0.25, "greedy_correct": cot}}
+  rows = {target: measured for target, measured, _ in report.targets(results)}
+  assert rows["Meta-CoT greedy >= 90% and >= 25 points above CoT (test)"] == (
+      f"Meta-CoT 50.0%, CoT 25.0%, +25.0 points (95% interval {100 * low:+.1f} to "
+      f"{100 * high:+.1f})")
+  assert report.star_changes(results) == [
+      f"-25.0 points (95% interval {-100 * high:+.1f} to {-100 * low:+.1f})", "-", "-"]
+  results["star/2"]["greedy_correct"] = cot  # unchanged from round 1: no interval to give
+  assert report.star_changes(results)[1:] == ["+0.0 points (alike on every puzzle: no "
+                                              "interval)"] * 2
+
+
 def test_report_gives_intervals_and_the_paired_gap(tiny_workdir, tiny_results):
+  """The job keeps the per-puzzle results the report pairs (the figures: by hand, above)."""
   meta, cot = tiny_results["greedy/metacot/test"], tiny_results["greedy/cot/test"]
-  diff, low, high = evaluate.paired_difference(meta["correct"], cot["correct"])
+  assert len(meta["correct"]) == len(cot["correct"]) == tiny_results["data"]["test"]
   text = (tiny_workdir / "report.md").read_text()
-  assert (f"CoT {cot['accuracy']:.1%}, {100 * diff:+.1f} points (95% interval {100 * low:+.1f} "
-          f"to {100 * high:+.1f})") in text
+  gap = report._gap(meta, cot)  # pylint: disable=protected-access
+  assert gap.startswith(f", {100 * (meta['accuracy'] - cot['accuracy']):+.1f} points (")
+  assert f"CoT {cot['accuracy']:.1%}{gap} |" in text
   low, high = evaluate.accuracy_interval(meta["correct"])
   assert f"| metacot | test | {meta['accuracy']:.1%} ({100 * low:.1f}-{100 * high:.1f}) |" in text
   star = tiny_results["star/1"]  # each Meta-STaR round against the one before, paired
   assert np.mean(star["greedy_correct"]) == star["greedy_test"]
-  diff, low, high = evaluate.paired_difference(star["greedy_correct"], meta["correct"])
-  assert (f"| 1 | {star['greedy_test']:.1%} | {100 * diff:+.1f} points (95% interval "
-          f"{100 * low:+.1f} to {100 * high:+.1f}) |") in text
+  assert len(star["greedy_correct"]) == len(meta["correct"])
+  change = report.star_changes(tiny_results)[0]
+  assert change.startswith(f"{100 * (star['greedy_test'] - meta['accuracy']):+.1f} points (")
+  assert f"| 1 | {star['greedy_test']:.1%} | {change} |" in text
   before = {k: {f: x for f, x in v.items() if f != "correct"} if k.startswith("greedy/") else v
             for k, v in tiny_results.items()}  # a run that kept no per-puzzle results
   rows = {target: measured for target, measured, _ in report.targets(before)}

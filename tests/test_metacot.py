@@ -870,7 +870,10 @@ def test_paired_difference_by_hand():
   diff, low, high = evaluate.paired_difference([1, 1, 0, 0], [0, 1, 0, 0])
   assert (diff, low, high) == pytest.approx((0.25, 0.25 - 3.182446 * 0.25,
                                              0.25 + 3.182446 * 0.25))
-  assert evaluate.paired_difference([1, 0, 1], [1, 0, 1]) == (0.0, 0.0, 0.0)  # the same model
+  # every problem alike (the same model; or one right everywhere, the other nowhere): no interval
+  for a, b, gap in (([1, 0, 1], [1, 0, 1], 0.0), ([1, 1, 1], [0, 0, 0], 1.0)):
+    diff, low, high = evaluate.paired_difference(a, b)
+    assert diff == gap and np.isnan(low) and np.isnan(high)
   # successes that overlap give a narrower interval than ones that do not, at the same gap
   a = [1] * 30 + [0] * 70
   overlap = evaluate.paired_difference(a, [1] * 20 + [0] * 80)
