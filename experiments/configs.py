@@ -84,7 +84,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.search.max_step_tokens = 20
   c.search.temperature = 1.0
   c.search.prior = "mean"
-  # MCTS budgets evaluated. 8 only: 4 added 85 s (the default ran 30m33s with it) and, in tree
+  # MCTS budgets evaluated. 8 only: 4 added 82 s (the default ran 30m33s with it) and, in tree
   # mode, cannot reach the goal (each of its simulations opens another root child: 0-1%)
   c.search.simulations = (8,)
   c.search.policy = "gumbel"
