@@ -471,7 +471,7 @@ def main(argv):
     policies.append(state.params)
     solved = run.results[f"star/{r}/solved"]
 
-    def round_result(state=state, solved=solved):
+    def round_result():
       greedy = metacot_eval.in_context(state.params, metacot_model, tokenizer, test_p,
                                        batch_size=cfg.eval.batch_size, mesh=mesh)
       return {"greedy_test": greedy["accuracy"], "greedy_correct": greedy["correct"],

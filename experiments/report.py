@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -76,7 +78,7 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
                 + _gap(meta, cot),
                 "met" if meta["accuracy"] >= 0.9 and meta["accuracy"] - cot["accuracy"] >= 0.25
                 else "not met"))
-  rounds = sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
+  rounds = _star_rounds(r)
   if rounds:
     greedy = [r["greedy/metacot/test"]["accuracy"]] + [r[f"star/{i}"]["greedy_test"]
                                                          for i in rounds]
@@ -126,6 +128,11 @@ def rl_target(r: dict) -> tuple[str, str, str]:
   return name, measured, f"met by gamma={ok[0]}" if ok else "not met"
 
 
+def _star_rounds(r: dict) -> list[int]:
+  """The Meta-STaR rounds a run has finished (its `star/<r>` results), in order."""
+  return sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
+
+
 def _gap(a: dict, b: dict) -> str:
   """', +3.0 points (95% interval -7.6 to +13.6)': a paired difference of two greedy
   evaluations of the same puzzles; '' for runs from before `correct` was kept."""
@@ -133,7 +140,7 @@ def _gap(a: dict, b: dict) -> str:
   if len(a) != len(b) or len(a) < 2:
     return ""
   diff, low, high = evaluate.paired_difference(a, b)
-  if low != low:  # nan: every puzzle differs alike
+  if math.isnan(low):  # every puzzle differs alike
     return f", {100 * diff:+.1f} points (alike on every puzzle: no interval)"
   return f", {100 * diff:+.1f} points (95% interval {100 * low:+.1f} to {100 * high:+.1f})"
 
@@ -142,7 +149,7 @@ def star_changes(r: dict) -> list[str]:
   """Each Meta-STaR round's greedy test accuracy against the round before (round 1 against
   the Meta-CoT SFT model), paired; '-' where a round kept no per-puzzle results."""
   before, out = r.get("greedy/metacot/test", {}).get("correct"), []
-  for i in sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/")):
+  for i in _star_rounds(r):
     now = r[f"star/{i}"].get("greedy_correct")
     out.append(_gap({"correct": now}, {"correct": before}).removeprefix(", ") or "-")
     before = now
@@ -188,8 +195,8 @@ def write(run: RunDir):
   lines += ["", "## One greedy generation, no search, no verifier", "",
             "Accuracies with their 95% intervals (Wilson); the targets above compare the two "
             "models by their paired difference on the same puzzles.", "",
-            "| model | split | accuracy (95% interval) | solved after a backtrack | mean generated tokens "
-            "(right / wrong) | mean steps | mean backtracks | with an illegal step | first one "
+            "| model | split | accuracy (95% interval) | solved after a backtrack | mean generated "
+            "tokens (right / wrong) | mean steps | mean backtracks | with an illegal step | first one "
             "at a backtrack |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for name in ("cot", "metacot"):
@@ -266,7 +273,7 @@ def write(run: RunDir):
                    f"| {s['best_of_k']['accuracy'][i]:.1%} | {s['best_of_k']['nodes'][i]:.1f} | "
                    f"{s['best_of_k']['tokens_generated'][i]:.0f} |")
 
-  rounds = sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
+  rounds = _star_rounds(r)
   if rounds:
     lines += ["", "## Meta-STaR rounds (Meta-CoT model; MCTS with the verifier on train puzzles)",
               "", "| round | greedy test accuracy | change from the round before (round 1: from "
@@ -383,7 +390,7 @@ def _plot_sampling(run: RunDir):
 
 def _plot_star(run: RunDir):
   r = run.results
-  rounds = sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
+  rounds = _star_rounds(r)
   hard = r.get("greedy/metacot/hard")
   fig, axes = plt.subplots(1, 2, figsize=(10, 4))
   if rounds and "greedy/metacot/test" in r:
