@@ -133,16 +133,22 @@ def _star_rounds(r: dict) -> list[int]:
   return sorted(int(k.split("/")[1]) for k in r if k.count("/") == 1 and k.startswith("star/"))
 
 
+def paired_gap(a, b, over: str = "puzzle") -> str:
+  """'+3.0 points (95% interval -7.6 to +13.6)': the mean of a - b (scores in [0, 1] of the
+  same puzzles, or accuracies of the same seeds: `over`) with its paired 95% interval."""
+  diff, low, high = evaluate.paired_difference(a, b)
+  if math.isnan(low):  # every puzzle (seed) differs alike
+    return f"{100 * diff:+.1f} points (alike on every {over}: no interval)"
+  return f"{100 * diff:+.1f} points (95% interval {100 * low:+.1f} to {100 * high:+.1f})"
+
+
 def _gap(a: dict, b: dict) -> str:
   """', +3.0 points (95% interval -7.6 to +13.6)': a paired difference of two greedy
   evaluations of the same puzzles; '' for runs from before `correct` was kept."""
   a, b = a.get("correct") or [], b.get("correct") or []
   if len(a) != len(b) or len(a) < 2:
     return ""
-  diff, low, high = evaluate.paired_difference(a, b)
-  if math.isnan(low):  # every puzzle differs alike
-    return f", {100 * diff:+.1f} points (alike on every puzzle: no interval)"
-  return f", {100 * diff:+.1f} points (95% interval {100 * low:+.1f} to {100 * high:+.1f})"
+  return ", " + paired_gap(a, b)
 
 
 def star_changes(r: dict) -> list[str]:

@@ -30,6 +30,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from experiments import report
+
 SUMMARY_KEYS = ("greedy/cot/test", "greedy/metacot/test", "mcts/verifier/tree/",
                 "mcts/learned/tree/")
 RL_COLUMN = "rl/<gamma> greedy"
@@ -93,6 +95,39 @@ def summary_row(results: dict) -> dict[str, str]:
     row[RL_COLUMN] = "; ".join(f"{g}: {r['accuracy']:.0%} at {r['mean_tokens']:.0f} tokens"
                                for g, r in rl)
   return row
+
+
+def seed_rows(trials: list[tuple[dict, dict]]) -> list[str]:
+  """Markdown rows over training seeds: for each config (a trial's overrides less `seed`),
+  greedy test accuracies as mean (min-max) and Meta-CoT - CoT on the test and hard splits,
+  paired by seed with a 95% t interval. Every seed is scored on the same puzzles, so these
+  intervals count the spread of training alone. `trials`: (overrides, results) pairs."""
+  groups: dict[str, list[dict]] = {}
+  for overrides, results in trials:
+    config = trial_name({k: v for k, v in overrides.items() if k != "seed"})
+    groups.setdefault(config, []).append(results)
+
+  def accuracies(runs, key):
+    return [r[key]["accuracy"] for r in runs if key in r]
+
+  def spread(accs):
+    return (f"{100 * sum(accs) / len(accs):.1f}% ({100 * min(accs):.0f}-{100 * max(accs):.0f})"
+            if accs else "-")
+
+  def gap(runs, split):
+    pairs = [(r[f"greedy/metacot/{split}"]["accuracy"], r[f"greedy/cot/{split}"]["accuracy"])
+             for r in runs if f"greedy/metacot/{split}" in r and f"greedy/cot/{split}" in r]
+    if len(pairs) < 2:
+      return "-" if not pairs else f"{100 * (pairs[0][0] - pairs[0][1]):+.1f} points (one seed)"
+    return report.paired_gap(*zip(*pairs), over="seed")
+
+  rows = []
+  for config, runs in groups.items():
+    seeds = sum("greedy/cot/test" in r and "greedy/metacot/test" in r for r in runs)
+    rows.append(f"| {config} | {seeds} | {spread(accuracies(runs, 'greedy/cot/test'))} | "
+                f"{spread(accuracies(runs, 'greedy/metacot/test'))} | {gap(runs, 'test')} | "
+                f"{gap(runs, 'hard')} |")
+  return rows
 
 
 def run_trial(cmd: list[str], trial_dir: Path, env: dict, base: Path | None) -> dict:
@@ -202,6 +237,12 @@ def main(argv=None):
     row = summary_row(json.loads(results_path.read_text())) if results_path.exists() else {}
     cells = [next((v for k, v in row.items() if k.startswith(key)), "-") for key in columns]
     lines.append(f"| {name} | {statuses[name]['status']} | " + " | ".join(cells) + " |")
+  if "seed" in keys:  # the same configs over several seeds: how far training alone spreads
+    lines += ["", "Over seeds (greedy, one generation per puzzle; Meta-CoT - CoT paired by seed):",
+              "", "| config | seeds | CoT test | Meta-CoT test | Meta-CoT - CoT, test | "
+              "Meta-CoT - CoT, hard |", "| --- | --- | --- | --- | --- | --- |"]
+    lines += seed_rows([(o, json.loads((root / n / "results.json").read_text()))
+                        for n, o in zip(names, trials) if (root / n / "results.json").exists()])
   (root / "summary.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
   return 0 if all(s["status"] == "done" for s in statuses.values()) else 1

@@ -354,6 +354,26 @@ def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
   assert "| acc=0.75_fail=1 | failed | -" in summary
 
 
+def test_sweep_summarises_each_config_over_its_seeds(tmp_path):
+  # Meta-CoT - CoT per seed: 0.10, 0.11, 0.12 (hard: half). Their mean 11.0 points, standard
+  # deviation 1.0, so the 95% t interval (2 degrees of freedom, t = 4.3027) is
+  # 11.0 -+ 4.3027 * 1.0 / sqrt(3) = 8.5 to 13.5; hard 5.5 -+ 1.24.
+  assert _sweep(["--workdir", tmp_path, "--grid", "metacot=0.3,0.5", "--grid", "seed=0,1,2",
+                 "--set", "acc=0.2"]) == 0
+  summary = (tmp_path / "summary.md").read_text()
+  assert ("| metacot=0.3 | 3 | 20.0% (20-20) | 31.0% (30-32) | "
+          "+11.0 points (95% interval +8.5 to +13.5) | "
+          "+5.5 points (95% interval +4.3 to +6.7) |") in summary
+  assert "| metacot=0.5 | 3 | 20.0% (20-20) | 51.0% (50-52) | +31.0 points (95% interval +28.5" in (
+      summary)
+  rows = sweep.seed_rows([({"seed": "0"}, {"greedy/cot/test": {"accuracy": 0.2},
+                                           "greedy/metacot/test": {"accuracy": 0.3}}),
+                          ({"seed": "1"}, {"greedy/cot/test": {"accuracy": 0.2}})])
+  assert rows == ["| base | 1 | 20.0% (20-20) | 30.0% (30-30) | +10.0 points (one seed) | - |"]
+  assert _sweep(["--workdir", tmp_path / "no_seeds", "--grid", "acc=0.1"]) == 0
+  assert "Over seeds" not in (tmp_path / "no_seeds" / "summary.md").read_text()
+
+
 def test_sweep_rejects_malformed_grid(tmp_path):
   with pytest.raises(SystemExit, match="FIELD=V1,V2"):
     sweep.main(["--workdir", str(tmp_path), "--grid", "search.num_candidates"])

@@ -880,7 +880,7 @@ def test_paired_difference_by_hand():
   apart = evaluate.paired_difference(a, [0] * 80 + [1] * 20)
   assert overlap[0] == apart[0] == pytest.approx(0.1)
   assert overlap[2] - overlap[1] < apart[2] - apart[1]
-  with pytest.raises(ValueError, match="same >= 2 problems, got 3 and 2"):
+  with pytest.raises(ValueError, match=r"same >= 2 problems \(or seeds\), got 3 and 2"):
     evaluate.paired_difference([1, 0, 1], [1, 0])
 
 

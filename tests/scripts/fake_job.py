@@ -1,7 +1,8 @@
 """A stand-in for the main job in sweep tests: same flags, instant, fails on request.
 
-Overrides it understands: fail=1 exits 3; acc=X is the accuracy it reports; gamma=G adds an
-RL result; barrier=N waits (up to 60 s) until N trials of the sweep have started; sleep=S
+Overrides it understands: fail=1 exits 3; acc=X is the accuracy it reports (CoT greedy test;
+half of it on the hard split); metacot=M adds Meta-CoT greedy M + seed / 100 (hard: half);
+gamma=G adds an RL result; barrier=N waits (up to 60 s) until N trials of the sweep have started; sleep=S
 takes S seconds more.
 """
 
@@ -37,6 +38,10 @@ runs.write_text(runs.read_text() + "x" if runs.exists() else "x")
     {"overrides": overrides, "preallocate": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")}))
 acc = float(overrides.get("acc", "0.5"))
 results = {"greedy/cot/test": {"accuracy": acc}, "mcts/verifier/tree/4": {"accuracy": acc}}
+if "metacot" in overrides:
+  meta = float(overrides["metacot"]) + int(overrides.get("seed", 0)) / 100
+  results |= {"greedy/metacot/test": {"accuracy": meta}, "greedy/cot/hard": {"accuracy": acc / 2},
+              "greedy/metacot/hard": {"accuracy": meta / 2}}
 if "gamma" in overrides:
   results[f"rl/{overrides['gamma']}"] = {"accuracy": acc, "mean_tokens": 80.0}
 results_path = workdir / "results.json"  # a run started from a copy keeps what it had
