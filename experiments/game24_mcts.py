@@ -230,7 +230,8 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
                                  max_new_tokens=cfg.rl.max_new_tokens,
                                  rng=jax.random.PRNGKey(cfg.seed), mesh=mesh)
   keep = ("accuracy", "mean_tokens", "mean_steps", "mean_backtracks", "illegal_step_rate",
-          "solved_after_backtrack_rate", "mean_tokens_right", "mean_tokens_wrong", "example")
+          "solved_after_backtrack_rate", "mean_tokens_right", "mean_tokens_wrong",
+          "cut_off_rate", "example")
   return {k: greedy[k] for k in keep} | sampled
 
 
@@ -391,7 +392,8 @@ def main(argv):
       print(f"greedy {name:8s} {split}: {result['accuracy']:.1%}, "
             f"{result['mean_tokens']:.0f} tokens, "
             f"{report.fmt(result.get('solved_after_backtrack_rate'), True)} solved after a "
-            "backtrack")
+            f"backtrack, {report.fmt(result.get('cut_off_rate'), True)} cut off by the length "
+            "limit")
     result = run.phase(f"arithmetic/{name}", lambda: metacot_eval.arithmetic(
         state.params, model, tokenizer, test_p, np.random.default_rng(cfg.seed),
         batch_size=cfg.eval.batch_size, mesh=mesh))

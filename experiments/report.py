@@ -202,16 +202,17 @@ def write(run: RunDir):
             "Accuracies with their 95% intervals (Wilson); the targets above compare the two "
             "models by their paired difference on the same puzzles.", "",
             "| model | split | accuracy (95% interval) | solved after a backtrack | mean generated "
-            "tokens (right / wrong) | mean steps | mean backtracks | with an illegal step | first one "
-            "at a backtrack |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "tokens (right / wrong) | cut off by the length limit | mean steps | mean backtracks | "
+            "with an illegal step | first one at a backtrack |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for name in ("cot", "metacot"):
     for split in ("test", "hard"):
       g = r.get(f"greedy/{name}/{split}")
       if g:
         lines.append(f"| {name} | {split} | {g['accuracy']:.1%}{_interval(g)} | "
                      f"{_share(g, 'solved_after_backtrack_rate', '.1%')} | "
-                     f"{g['mean_tokens']:.0f} ({_lengths(g)}) | {g['mean_steps']:.1f} | "
+                     f"{g['mean_tokens']:.0f} ({_lengths(g)}) | "
+                     f"{_share(g, 'cut_off_rate', '.0%')} | {g['mean_steps']:.1f} | "
                      f"{g['mean_backtracks']:.2f} | {g['illegal_step_rate']:.0%} | "
                      f"{_share(g, 'illegal_at_backtrack_rate', '.0%')} |")
   given = [(name, r[f"arithmetic/{name}"]) for name in ("cot", "metacot")
@@ -309,13 +310,14 @@ def write(run: RunDir):
               f"puzzles. Test split: one greedy generation, and {c['eval_samples']} samples per "
               "puzzle at temperature 1.", "",
               "| policy | greedy accuracy | solved after a backtrack | greedy tokens (right / "
-              "wrong) | illegal-step rate | sampled success | sampled pass@k | trace tokens "
-              "(sampled) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "wrong) | greedy cut off by the length limit | illegal-step rate | sampled success | "
+              "sampled pass@k | trace tokens (sampled) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for g, m in rl_rows:
       label = g if g == "reference" else f"gamma = {g}"
       lines.append(f"| {label} | {m['accuracy']:.1%} | "
                    f"{_share(m, 'solved_after_backtrack_rate', '.1%')} | "
-                   f"{m['mean_tokens']:.0f} ({_lengths(m)}) | "
+                   f"{m['mean_tokens']:.0f} ({_lengths(m)}) | {_share(m, 'cut_off_rate', '.0%')} | "
                    f"{m['illegal_step_rate']:.0%} | {m['success_rate']:.1%} | "
                    f"{m['pass_at_k']:.1%} | {m['mean_trace_tokens']:.0f} |")
 

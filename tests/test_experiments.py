@@ -168,14 +168,14 @@ def test_resuming_with_other_overrides_says_what_changed(tmp_path, tiny_workdir,
   shutil.copytree(tiny_workdir, workdir)
   older = dict(tiny_results)  # as written before greedy results split right and wrong
   older["greedy/metacot/test"] = {k: v for k, v in older["greedy/metacot/test"].items()
-                                  if k not in ("solved_after_backtrack_rate",
+                                  if k not in ("solved_after_backtrack_rate", "cut_off_rate",
                                                "mean_tokens_right", "mean_tokens_wrong")}
   (workdir / "results.json").write_text(json.dumps(older))
   again = run_job(workdir, *TINY, "--config.rl.beta=0.5")
   assert again.returncode == 0, again.stderr[-3000:]
   acc = tiny_results["greedy/metacot/test"]["accuracy"]
   assert f"greedy metacot  test: {acc:.1%}" in again.stdout
-  assert "- solved after a backtrack" in again.stdout  # the older result has no such figure
+  assert "- solved after a backtrack, - cut off" in again.stdout  # the older result has neither
   assert "was started with another config (rl.beta: 0.02 -> 0.5)" in again.stderr
   results = json.loads((workdir / "results.json").read_text())
   assert results["config_changes"] == ["rl.beta: 0.02 -> 0.5"]
@@ -205,9 +205,14 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
     parts = [(g["accuracy"], g["mean_tokens_right"]), (1 - g["accuracy"], g["mean_tokens_wrong"])]
     assert sum(w * n for w, n in parts if n is not None) == pytest.approx(g["mean_tokens"])
     assert 0 <= g["solved_after_backtrack_rate"] <= g["accuracy"]
+    if "tokens" in g:  # cut off: all max_len - 12 prompt tokens written, plus the end token
+      limit = tiny_results["config"]["metacot_model"]["max_len"] - 12
+      assert g["cut_off_rate"] == np.mean([n == limit + 1 for n in g["tokens"]])
   text = (tiny_workdir / "report.md").read_text()
-  assert "| solved after a backtrack | mean generated tokens (right / wrong) |" in text
-  assert "| solved after a backtrack | greedy tokens (right / wrong) |" in text
+  assert ("| solved after a backtrack | mean generated tokens (right / wrong) | cut off by the "
+          "length limit |") in text
+  assert ("| solved after a backtrack | greedy tokens (right / wrong) | greedy cut off by the "
+          "length limit |") in text
 
 
 def test_report_gaps_by_hand():

@@ -936,9 +936,18 @@ def test_in_context_counts_searches_that_solve_after_a_backtrack(monkeypatch):
   assert got["solved_after_backtrack_rate"] == pytest.approx(1 / 3)
   assert got["mean_tokens_right"] == pytest.approx((tokens[0] + tokens[1]) / 2)
   assert got["mean_tokens_wrong"] == tokens[2]
+  assert got["cut_off_rate"] == 0.0  # each ended well inside 192 - 12 prompt tokens
   monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [wrong] * 3)
   got = evaluate.in_context(None, types.SimpleNamespace(max_len=192), tokenizer, problems)
   assert got["solved_after_backtrack_rate"] == 0.0 and got["mean_tokens_right"] is None
+  # a search still going when the tokens ran out: every one written, none of them the end
+  limit = len(tokenizer.encode(searched))
+  cut = tokenizer.decode(tokenizer.encode(searched.replace(straight, "") * 4 + straight)[:limit])
+  assert len(tokenizer.encode(straight)) < limit and len(tokenizer.encode(wrong)) < limit
+  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [straight, cut, wrong])
+  got = evaluate.in_context(None, None, tokenizer, problems, max_new_tokens=limit)
+  assert got["cut_off_rate"] == pytest.approx(1 / 3) and got["correct"] == [True, False, False]
+  assert got["tokens"][1] == limit + 1
 
 
 def test_arithmetic_needs_a_step_to_give():

@@ -37,6 +37,8 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
   `solved_after_backtrack_rate` is the share of problems solved by a generation that
   backtracked: in-context search that works, not a right first attempt. Lengths of right
   and wrong generations are apart, as the discount of RL only reaches the right ones.
+  `cut_off_rate` is the share stopped by `max_new_tokens` before their end: searches the
+  context had no room for.
   """
   width = max(len(tokenizer.encode(p.prompt(), bos=True)) for p in problems)
   max_new_tokens = max_new_tokens or config.max_len - width
@@ -44,7 +46,8 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
                    batch_size=batch_size, mesh=mesh)
   facts = [trace.parse(p, t) for p, t in zip(problems, texts)]
   correct = [p.verify(f.answer).ok for p, f in zip(problems, facts)]
-  tokens = [len(tokenizer.encode(t)) + 1 for t in texts]
+  tokens = [len(tokenizer.encode(t)) + 1 for t in texts]  # with the end token
+  cut_off = [n > max_new_tokens for n in tokens]  # every token written, none of them the end
   backtracked = [f.backtracks > 0 for f in facts]
   mean_of = lambda right: (float(np.mean([n for n, c in zip(tokens, correct) if c == right]))
                            if right in correct else None)
@@ -58,6 +61,7 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
       "illegal_at_backtrack_rate": float(np.mean([f.first_error_at_backtrack for f in facts])),
       "solved_after_backtrack_rate": float(np.mean([c and b for c, b in zip(correct, backtracked)])),
       "mean_tokens_right": mean_of(True), "mean_tokens_wrong": mean_of(False),
+      "cut_off_rate": float(np.mean(cut_off)),
       "correct": correct, "tokens": tokens,
       "steps": [f.steps for f in facts], "backtracks": [f.backtracks for f in facts],
       "example": texts[0],
