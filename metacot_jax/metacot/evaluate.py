@@ -182,10 +182,10 @@ def accuracy_interval(correct: Sequence[bool], confidence: float = 0.95) -> tupl
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95
                       ) -> tuple[float, float, float]:
   """(mean of a - b, low, high): two models scored on the same problems (or their accuracies
-  over the same training seeds), with a paired t interval (a normal-type
-  approximation, fair when tens of problems differ), narrower than two separate ones when
-  their successes overlap. low and high are nan when every problem differs alike (often: none
-  differs), where no interval can be read from the data."""
+  over the same training seeds), with a paired t interval (a normal-type approximation, fair
+  when tens of problems differ), narrower than two separate ones when their successes overlap.
+  low and high are nan when every problem differs alike (often: none differs), where no
+  interval can be read from the data."""
   if len(a) != len(b) or len(a) < 2:
     raise ValueError("paired_difference needs two scorings of the same >= 2 problems (or "
                      f"seeds), got {len(a)} and {len(b)}")

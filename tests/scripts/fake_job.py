@@ -1,9 +1,9 @@
 """A stand-in for the main job in sweep tests: same flags, instant, fails on request.
 
-Overrides it understands: fail=1 exits 3; acc=X is the accuracy it reports (CoT greedy test;
-half of it on the hard split); metacot=M adds Meta-CoT greedy M + seed / 100 (hard: half);
-gamma=G adds an RL result; barrier=N waits (up to 60 s) until N trials of the sweep have started; sleep=S
-takes S seconds more.
+Overrides it understands: fail=1 exits 3; acc=X is the CoT greedy test accuracy it reports;
+metacot=M adds a Meta-CoT one of M + seed / 100, and both models' hard-split accuracies at half
+their test ones; gamma=G adds an RL result; barrier=N waits (up to 60 s) until N trials of the
+sweep have started; sleep=S takes S seconds more.
 """
 
 import argparse
