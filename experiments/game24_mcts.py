@@ -394,6 +394,8 @@ def main(argv):
             f"{report.fmt(result.get('solved_after_backtrack_rate'), True)} solved after a "
             f"backtrack, {report.fmt(result.get('cut_off_rate'), True)} cut off by the length "
             "limit")
+      print(f"  first errors: {report.first_errors(result)}; "
+            f"{report.fmt(result.get('cut_off_legal_rate'), True)} cut off with every step legal")
     result = run.phase(f"arithmetic/{name}", lambda: metacot_eval.arithmetic(
         state.params, model, tokenizer, test_p, np.random.default_rng(cfg.seed),
         batch_size=cfg.eval.batch_size, mesh=mesh))

@@ -175,6 +175,17 @@ def _share(g: dict, key: str, fmt: str) -> str:
   return "-" if g.get(key) is None else format(g[key], fmt)
 
 
+def first_errors(g: dict) -> str:
+  """The kinds of a greedy evaluation's first errors, most frequent first, as shares of its
+  generations ('-' in runs from before they were measured)."""
+  kinds = g.get("first_error_kinds")
+  if kinds is None:
+    return "-"
+  found = sorted(((share, kind) for kind, share in kinds.items() if share), reverse=True)
+  share = lambda x: f"{x:.0%}" if x >= 0.005 else "<1%"
+  return ", ".join(f"{share(x)} {kind}" for x, kind in found) or "none"
+
+
 def _lengths(g: dict) -> str:
   """'right / wrong' mean generated tokens ('-' where none, or not measured)."""
   return " / ".join("-" if g.get(k) is None else f"{g[k]:.0f}"
@@ -215,6 +226,19 @@ def write(run: RunDir):
                      f"{_share(g, 'cut_off_rate', '.0%')} | {g['mean_steps']:.1f} | "
                      f"{g['mean_backtracks']:.2f} | {g['illegal_step_rate']:.0%} | "
                      f"{_share(g, 'illegal_at_backtrack_rate', '.0%')} |")
+  greedy = [(name, split, r[f"greedy/{name}/{split}"]) for name in ("cot", "metacot")
+            for split in ("test", "hard")
+            if "first_error_kinds" in r.get(f"greedy/{name}/{split}", {})]
+  if greedy:
+    kinds = list(greedy[0][2]["first_error_kinds"])
+    lines += ["", "What the first illegal line of each greedy generation got wrong, as shares of "
+              "the generations (`trace.ERROR_KINDS`), and the generations cut off with every "
+              "step legal: searches that needed only more room.", "",
+              "| model | split | with an illegal step | " + " | ".join(kinds)
+              + " | cut off, every step legal |", "| --- " * (len(kinds) + 4) + "|"]
+    lines += [f"| {name} | {split} | {g['illegal_step_rate']:.0%} | "
+              + " | ".join(f"{g['first_error_kinds'][k]:.0%}" for k in kinds)
+              + f" | {g['cut_off_legal_rate']:.0%} |" for name, split, g in greedy]
   given = [(name, r[f"arithmetic/{name}"]) for name in ("cot", "metacot")
            if f"arithmetic/{name}" in r]
   if given:

@@ -169,13 +169,18 @@ def test_resuming_with_other_overrides_says_what_changed(tmp_path, tiny_workdir,
   older = dict(tiny_results)  # as written before greedy results split right and wrong
   older["greedy/metacot/test"] = {k: v for k, v in older["greedy/metacot/test"].items()
                                   if k not in ("solved_after_backtrack_rate", "cut_off_rate",
-                                               "mean_tokens_right", "mean_tokens_wrong")}
+                                               "mean_tokens_right", "mean_tokens_wrong",
+                                               "cut_off_legal_rate", "first_error_kinds")}
   (workdir / "results.json").write_text(json.dumps(older))
   again = run_job(workdir, *TINY, "--config.rl.beta=0.5")
   assert again.returncode == 0, again.stderr[-3000:]
   acc = tiny_results["greedy/metacot/test"]["accuracy"]
   assert f"greedy metacot  test: {acc:.1%}" in again.stdout
   assert "- solved after a backtrack, - cut off" in again.stdout  # the older result has neither
+  assert "first errors: -; - cut off with every step legal" in again.stdout
+  cot = tiny_results["greedy/cot/test"]  # a result that has them prints them
+  assert (f"first errors: {report.first_errors(cot)}; {cot['cut_off_legal_rate']:.1%} cut off "
+          "with every step legal") in again.stdout
   assert "was started with another config (rl.beta: 0.02 -> 0.5)" in again.stderr
   results = json.loads((workdir / "results.json").read_text())
   assert results["config_changes"] == ["rl.beta: 0.02 -> 0.5"]
@@ -208,11 +213,27 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
     if "tokens" in g:  # cut off: all max_len - 12 prompt tokens written, plus the end token
       limit = tiny_results["config"]["metacot_model"]["max_len"] - 12
       assert g["cut_off_rate"] == np.mean([n == limit + 1 for n in g["tokens"]])
+  for key in ("greedy/cot/test", "greedy/metacot/test", "greedy/metacot/hard"):
+    g = tiny_results[key]  # every generation with an illegal line has one first error kind
+    assert sum(g["first_error_kinds"].values()) == pytest.approx(g["illegal_step_rate"])
+    assert 0 <= g["cut_off_legal_rate"] <= g["cut_off_rate"]
   text = (tiny_workdir / "report.md").read_text()
   assert ("| solved after a backtrack | mean generated tokens (right / wrong) | cut off by the "
           "length limit |") in text
   assert ("| solved after a backtrack | greedy tokens (right / wrong) | greedy cut off by the "
           "length limit |") in text
+  assert ("| with an illegal step | malformed line | number not available | division by zero | "
+          "wrong result | wrong numbers left | backtrack to an unvisited state | line after the "
+          "last number | cut off, every step legal |") in text
+
+
+def test_report_lists_first_errors_most_frequent_first():
+  kinds = {"wrong result": 0.17, "wrong numbers left": 0.29, "division by zero": 0.0,
+           "malformed line": 0.003}
+  assert report.first_errors({"first_error_kinds": kinds}) == (
+      "29% wrong numbers left, 17% wrong result, <1% malformed line")
+  assert report.first_errors({"first_error_kinds": dict.fromkeys(kinds, 0.0)}) == "none"
+  assert report.first_errors({"accuracy": 0.3}) == "-"  # a run from before they were counted
 
 
 def test_report_gaps_by_hand():

@@ -148,12 +148,14 @@ def test_parse_reports_illegal_steps_and_unknown_backtracks():
   assert "bad backtrack" in facts.errors[2]
   assert "not available" in facts.errors[3]
   assert "not a step" in facts.errors[4]
+  assert facts.first_error_kind == countdown.WRONG_RESULT
   assert facts.answer == "Answer: (6 * 5) - (10 - 4) = 24"
   assert not facts.reached_goal
   # value digits are stripped before checking; a wrong final number is no goal
   facts = trace.parse(problem, "10 - 4 = 6 (left: 5 6 6) v3\n6 * 5 = 30 (left: 6 30) v9\n"
                       "30 - 6 = 24 (left: 24) v9\n")
   assert facts.errors == () and facts.reached_goal and facts.steps == 3 and facts.answer == ""
+  assert facts.first_error_kind == ""
   facts = trace.parse(problem, "10 - 4 = 6 (left: 5 6 6)\n6 * 5 = 30 (left: 6 30)\n"
                       "30 + 6 = 36 (left: 36)\n")
   assert facts.errors == () and not facts.reached_goal
@@ -177,6 +179,44 @@ def test_parse_tells_whether_the_first_error_is_at_a_backtrack():
     assert not expected or facts.errors
 
 
+def test_parse_names_the_kind_of_the_first_error():
+  problem = game24.make("4 5 6 10")
+  dead_end = "5 + 4 = 9 (left: 6 9 10)\n10 - 9 = 1 (left: 1 6)\n"
+  cases = {
+      dead_end: "",
+      dead_end + "back to 6 9 10\n10 - 6 = 4 (left: 6 9)\n": countdown.WRONG_LEFT,
+      dead_end + "back to 6 9 10\n10 - 5 = 5 (left: 5 9)\n": countdown.UNAVAILABLE,
+      dead_end + "back to 6 9 11\n10 - 6 = 4 (left: 4 9)\n": trace.UNVISITED_BACKTRACK,
+      dead_end + "back to 6 x\n": countdown.MALFORMED,
+      "6 * 4 = 25 (left: 5 10 25)\nback to 1 2\n": countdown.WRONG_RESULT,  # the first only
+      "hello\n": countdown.MALFORMED,
+      dead_end + "6 - 1 = 5 (left: 5)\n": "",  # a legal dead end
+      dead_end + "6 - 1 = 5 (left: 5)\n\n24\n": trace.PAST_LAST_NUMBER,  # a dead end, no back
+      dead_end + "6 - 1 = 5 (left: 5)\n5 + 5 = 10 (left: 10)\n": trace.PAST_LAST_NUMBER,
+      dead_end + "6 - 1 = 5 (left: 5)\nback to 1 6\n6 - 1 = 5 (left: 5)\n": "",
+  }
+  for text, kind in cases.items():
+    facts = trace.parse(problem, text)
+    assert facts.first_error_kind == kind, (text, facts.errors)
+    assert bool(facts.errors) == bool(kind)
+  assert set(trace.ERROR_KINDS) == set(countdown.STEP_ERROR_KINDS) | {
+      trace.UNVISITED_BACKTRACK, trace.PAST_LAST_NUMBER}
+
+
+def test_parse_leaves_the_line_a_length_limit_cut_unjudged():
+  problem = game24.make("4 5 6 10")
+  text = "5 + 4 = 9 (left: 6 9 10)\n10 - 9 = "
+  assert trace.parse(problem, text).first_error_kind == countdown.MALFORMED
+  facts = trace.parse(problem, text, cut_off=True)
+  assert (facts.errors, facts.steps) == ((), 1)
+  # a finished last line is judged, and an answer line is read, cut off or not
+  facts = trace.parse(problem, "5 + 4 = 10 (left: 6 10 10)\n", cut_off=True)
+  assert facts.first_error_kind == countdown.WRONG_RESULT
+  facts = trace.parse(problem, "10 - 4 = 6 (left: 5 6 6)\nAnswer: (6 * 5) - (10 - 4) = 24",
+                      cut_off=True)
+  assert facts.answer == "Answer: (6 * 5) - (10 - 4) = 24" and facts.steps == 1
+
+
 _FRAGMENTS = ["back to ", "4", "5", "6", "10", "1/0", "-3", " + ", " - ", " * ", " / ", " = ",
               " (left: ", ")", "\n", " ", "Answer: ", " v7", "8/3", "x", "\r", "\u2028"]
 
@@ -190,6 +230,7 @@ def test_parse_never_raises(text):
   assert len(facts.states) <= facts.steps + 1
   assert facts.steps + facts.backtracks <= len(text.splitlines())
   assert all(isinstance(e, str) for e in facts.errors)
+  assert facts.first_error_kind in (trace.ERROR_KINDS if facts.errors else ("",))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -948,6 +989,19 @@ def test_in_context_counts_searches_that_solve_after_a_backtrack(monkeypatch):
   got = evaluate.in_context(None, None, tokenizer, problems, max_new_tokens=limit)
   assert got["cut_off_rate"] == pytest.approx(1 / 3) and got["correct"] == [True, False, False]
   assert got["tokens"][1] == limit + 1
+  assert got["cut_off_legal_rate"] == pytest.approx(1 / 3)  # it searched legally all the way
+  assert set(got["first_error_kinds"].values()) == {0.0}
+  # first errors by kind; a generation cut off after an illegal step is not a legal search
+  lost = searched.replace("back to 4 5 6 10", "back to 4 5 6")
+  bad_sum = straight.replace("6 * 5 = 30", "6 * 5 = 31")
+  cut_lost = tokenizer.decode(tokenizer.encode(lost * 4)[:limit])
+  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [bad_sum, cut_lost, straight])
+  got = evaluate.in_context(None, None, tokenizer, problems, max_new_tokens=limit)
+  assert got["cut_off_rate"] == pytest.approx(1 / 3) and got["cut_off_legal_rate"] == 0.0
+  assert got["first_error_kinds"] == {
+      kind: pytest.approx(1 / 3) if kind in (countdown.WRONG_RESULT, trace.UNVISITED_BACKTRACK)
+      else 0.0 for kind in trace.ERROR_KINDS}
+  assert sum(got["first_error_kinds"].values()) == pytest.approx(got["illegal_step_rate"])
 
 
 def test_arithmetic_needs_a_step_to_give():

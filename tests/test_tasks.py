@@ -590,6 +590,29 @@ def test_step_checker_rejects_non_strings(line):
   assert not check.ok and "string" in check.reason
 
 
+@pytest.mark.parametrize("line, kind", [
+    ("10 + 4 = 14 (left: 5 6 14)", ""),
+    ("10 - 4 = 7 (left: 5 6 7)", countdown.WRONG_RESULT),
+    ("10 / 4 = 2 (left: 2 5 6)", countdown.WRONG_RESULT),
+    ("10 - 3 = 7 (left: 4 5 6 7)", countdown.UNAVAILABLE),
+    ("4 + 4 = 8 (left: 5 6 8 10)", countdown.UNAVAILABLE),
+    ("10 - 4 = 6 (left: 4 5 6)", countdown.WRONG_LEFT),
+    ("10 - 4 = 6 (left:)", countdown.WRONG_LEFT),
+    ("10 - 4 = 6", countdown.MALFORMED),
+    ("10 / 4 = 5/0 (left: 5 6 5/0)", countdown.MALFORMED),  # not a number
+    ("1" * 10_000, countdown.MALFORMED),
+])
+def test_step_checker_names_what_a_step_got_wrong(line, kind):
+  """The first rule broken, in the checker's order: form, numbers, arithmetic, numbers left."""
+  check = countdown.check_step(_state(4, 5, 6, 10), line)
+  assert (check.ok, check.kind) == (kind == "", kind)
+  zero = countdown.check_step(_state(0, 5), "5 / 0 = 0 (left: 0)")
+  assert zero.kind == countdown.DIVISION_BY_ZERO
+  # a wrong result is named before the numbers left, even when both are wrong
+  assert countdown.check_step(_state(4, 5, 6, 10), "10 - 4 = 7 (left: 9)").kind == (
+      countdown.WRONG_RESULT)
+
+
 @PROPERTY
 @given(st.text())
 @example("10 - 4 = ² (left: 5 6 ²)")
@@ -597,6 +620,7 @@ def test_step_checker_never_raises(line):
   check = countdown.check_step(_state(4, 5, 6, 10), line)
   assert isinstance(check, base.StepCheck) and check.reason
   assert check.ok == (check.state is not None)
+  assert check.kind == "" if check.ok else check.kind in countdown.STEP_ERROR_KINDS
 
 
 @PROPERTY

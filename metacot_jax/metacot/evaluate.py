@@ -37,17 +37,19 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
   `solved_after_backtrack_rate` is the share of problems solved by a generation that
   backtracked: in-context search that works, not a right first attempt. Lengths of right
   and wrong generations are apart, as the discount of RL only reaches the right ones.
-  `cut_off_rate` is the share stopped by `max_new_tokens` before their end: searches the
-  context had no room for.
+  `cut_off_rate` is the share stopped by `max_new_tokens` before their end;
+  `cut_off_legal_rate` the share cut off with every step legal: searches that needed only
+  more room (the others had already gone wrong). `first_error_kinds` gives, for each of
+  `trace.ERROR_KINDS`, the share of generations whose first error is of that kind.
   """
   width = max(len(tokenizer.encode(p.prompt(), bos=True)) for p in problems)
   max_new_tokens = max_new_tokens or config.max_len - width
   texts = generate(params, config, tokenizer, problems, max_new_tokens=max_new_tokens,
                    batch_size=batch_size, mesh=mesh)
-  facts = [trace.parse(p, t) for p, t in zip(problems, texts)]
-  correct = [p.verify(f.answer).ok for p, f in zip(problems, facts)]
   tokens = [len(tokenizer.encode(t)) + 1 for t in texts]  # with the end token
   cut_off = [n > max_new_tokens for n in tokens]  # every token written, none of them the end
+  facts = [trace.parse(p, t, cut_off=c) for p, t, c in zip(problems, texts, cut_off)]
+  correct = [p.verify(f.answer).ok for p, f in zip(problems, facts)]
   backtracked = [f.backtracks > 0 for f in facts]
   mean_of = lambda right: (float(np.mean([n for n, c in zip(tokens, correct) if c == right]))
                            if right in correct else None)
@@ -62,6 +64,9 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
       "solved_after_backtrack_rate": float(np.mean([c and b for c, b in zip(correct, backtracked)])),
       "mean_tokens_right": mean_of(True), "mean_tokens_wrong": mean_of(False),
       "cut_off_rate": float(np.mean(cut_off)),
+      "cut_off_legal_rate": float(np.mean([c and not f.errors for c, f in zip(cut_off, facts)])),
+      "first_error_kinds": {kind: float(np.mean([f.first_error_kind == kind for f in facts]))
+                            for kind in trace.ERROR_KINDS},
       "correct": correct, "tokens": tokens,
       "steps": [f.steps for f in facts], "backtracks": [f.backtracks for f in facts],
       "example": texts[0],

@@ -33,6 +33,10 @@ BACK = "back to "
 _VALUE = re.compile(r" v([0-9])$")
 
 ON_PATH, OFF_PATH, BACK_TAG, ANSWER = "on_path", "off_path", "back", "answer"
+UNVISITED_BACKTRACK = "backtrack to an unvisited state"
+PAST_LAST_NUMBER = "line after the last number"  # e.g. the CoT model's, past a dead end
+# what a trace's first error got wrong: a step's (countdown.check_step), or not going back
+ERROR_KINDS = countdown.STEP_ERROR_KINDS + (UNVISITED_BACKTRACK, PAST_LAST_NUMBER)
 LOSS_VARIANTS = ("all", "z_only", "mask_off_path")
 
 
@@ -109,19 +113,28 @@ class ParsedTrace:
   reached_goal: bool
   # the first error is a `back to` line or the step right after one
   first_error_at_backtrack: bool = False
+  first_error_kind: str = ""  # one of ERROR_KINDS, '' when there is no error
 
 
-def parse(problem: Countdown, text: str) -> ParsedTrace:
-  """Reads a trace back into its facts; never raises on any text."""
+def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrace:
+  """Reads a trace back into its facts; never raises on any text.
+
+  `cut_off`: the text was stopped by a length limit, so a last line with no newline is
+  unfinished and not judged (an answer line is still read).
+  """
   current = tuple(sorted(problem.initial_state()))
   states, visited = [current], {current}
   steps = backtracks = 0
-  answer, errors, reached = "", [], False
+  answer, errors, kinds, reached = "", [], [], False
   after_back = at_backtrack = False
-  for raw in text.splitlines():
+  raws = text.splitlines()
+  unfinished = len(raws) - 1 if cut_off and not text.endswith("\n") else len(raws)
+  for i, raw in enumerate(raws):
     line = _VALUE.sub("", raw)
     if line.startswith("Answer:"):
       answer = line
+      break
+    if i == unfinished:
       break
     if not errors:
       at_backtrack = after_back or line.startswith(BACK)
@@ -131,20 +144,26 @@ def parse(problem: Countdown, text: str) -> ParsedTrace:
         target = tuple(sorted(countdown.parse_number(t) for t in line[len(BACK):].split()))
       except ValueError as e:
         errors.append(f"bad backtrack {raw!r}: {e}")
+        kinds.append(countdown.MALFORMED)
         continue
       backtracks += 1
       if target not in visited:
         errors.append(f"backtrack to unvisited state {raw!r}")
+        kinds.append(UNVISITED_BACKTRACK)
       current = target
       continue
     check = countdown.check_step(current, line)
+    if problem.is_terminal(current):  # no step is possible: only a backtrack or the answer
+      check = dataclasses.replace(check, ok=False, kind=PAST_LAST_NUMBER,
+                                  reason=f"a line after the last number ({state_name(current)})")
     steps += 1
     if not check.ok:
       errors.append(f"{raw!r}: {check.reason}")
+      kinds.append(check.kind)
       continue
     current = tuple(check.state)
     states.append(current)
     visited.add(current)
     reached |= problem.is_goal(current)
   return ParsedTrace(tuple(states), steps, backtracks, answer, tuple(errors), reached,
-                     bool(errors) and at_backtrack)
+                     bool(errors) and at_backtrack, kinds[0] if kinds else "")

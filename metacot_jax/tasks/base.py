@@ -23,10 +23,13 @@ class Verdict:
 
 @dataclasses.dataclass(frozen=True)
 class StepCheck:
-  """The step checker's judgement of one step, and the state it leads to."""
+  """The step checker's judgement of one step, and the state it leads to.
+
+  `kind` names what was wrong in a few words ('' when ok), for counting errors by kind."""
   ok: bool
   reason: str
   state: Any = None
+  kind: str = ""
 
 
 class ReasoningTask(Protocol):

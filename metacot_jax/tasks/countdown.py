@@ -29,6 +29,10 @@ from metacot_jax.tasks.base import StepCheck, Verdict
 OPS = ("+", "-", "*", "/")
 MAX_STEP_CHARS = 400
 MAX_NUMBERS = 8
+# what a wrong step got wrong (`StepCheck.kind`), in the order they are checked
+MALFORMED, UNAVAILABLE, DIVISION_BY_ZERO = "malformed line", "number not available", "division by zero"
+WRONG_RESULT, WRONG_LEFT = "wrong result", "wrong numbers left"
+STEP_ERROR_KINDS = (MALFORMED, UNAVAILABLE, DIVISION_BY_ZERO, WRONG_RESULT, WRONG_LEFT)
 _INT = re.compile(r"-?[0-9]+")
 
 _NUM = r"-?[0-9]{1,12}(?:/[0-9]{1,12})?"
@@ -168,36 +172,39 @@ class Countdown:
 
 
 def check_step(state: Sequence[Fraction], line: str) -> StepCheck:
-  """Rule-based process verifier: is `line` a legal, right step from `state`?"""
+  """Rule-based process verifier: is `line` a legal, right step from `state`?
+
+  A wrong step's `kind` is one of `STEP_ERROR_KINDS`."""
+  wrong = lambda kind, reason: StepCheck(False, reason, kind=kind)
   if not isinstance(line, str):
-    return StepCheck(False, f"step must be a string, got {type(line).__name__}")
+    return wrong(MALFORMED, f"step must be a string, got {type(line).__name__}")
   if len(line) > MAX_STEP_CHARS:
-    return StepCheck(False, f"step is {len(line)} characters; the limit is {MAX_STEP_CHARS}")
+    return wrong(MALFORMED, f"step is {len(line)} characters; the limit is {MAX_STEP_CHARS}")
   match = _STEP.match(line.strip())
   if not match:
-    return StepCheck(False, "not a step of the form 'a op b = c (left: ...)'")
+    return wrong(MALFORMED, "not a step of the form 'a op b = c (left: ...)'")
   a, op, b, c = (match.group(1), match.group(2), match.group(3), match.group(4))
   try:
     a, b, c = parse_number(a), parse_number(b), parse_number(c)
     left = [parse_number(t) for t in match.group(5).split()]
   except ValueError as e:
-    return StepCheck(False, str(e))
+    return wrong(MALFORMED, str(e))
   remaining = Counter(state)
   for x in (a, b):
     if remaining[x] == 0:
-      return StepCheck(False, f"{format_number(x)} is not available in ({format_state(state)})")
+      return wrong(UNAVAILABLE, f"{format_number(x)} is not available in ({format_state(state)})")
     remaining[x] -= 1
   value = apply_op(a, op, b)
   if value is None:
-    return StepCheck(False, "division by zero")
+    return wrong(DIVISION_BY_ZERO, "division by zero")
   if value != c:
-    return StepCheck(False, f"{format_number(a)} {op} {format_number(b)} is "
-                     f"{format_number(value)}, not {format_number(c)}")
+    return wrong(WRONG_RESULT, f"{format_number(a)} {op} {format_number(b)} is "
+                 f"{format_number(value)}, not {format_number(c)}")
   remaining[value] += 1
   expected = sorted(remaining.elements())
   if sorted(left) != expected:
-    return StepCheck(False, f"left should be ({format_state(expected)}), "
-                     f"not ({format_state(left)})")
+    return wrong(WRONG_LEFT, f"left should be ({format_state(expected)}), "
+                 f"not ({format_state(left)})")
   return StepCheck(True, "ok", tuple(expected))
 
 
