@@ -231,7 +231,7 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
                                  rng=jax.random.PRNGKey(cfg.seed), mesh=mesh)
   keep = ("accuracy", "mean_tokens", "mean_steps", "mean_backtracks", "illegal_step_rate",
           "solved_after_backtrack_rate", "mean_tokens_right", "mean_tokens_wrong",
-          "cut_off_rate", "example")
+          "cut_off_rate", "cut_off_legal_rate", "first_error_kinds", "example")
   return {k: greedy[k] for k in keep} | sampled
 
 

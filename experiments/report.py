@@ -229,6 +229,8 @@ def write(run: RunDir):
   greedy = [(name, split, r[f"greedy/{name}/{split}"]) for name in ("cot", "metacot")
             for split in ("test", "hard")
             if "first_error_kinds" in r.get(f"greedy/{name}/{split}", {})]
+  greedy += [(f"RL {'gamma ' * (name != 'reference')}{name}", "test", g)
+             for name, g in _rl_rows(r) if "first_error_kinds" in g]
   if greedy:
     kinds = list(greedy[0][2]["first_error_kinds"])
     lines += ["", "What the first illegal line of each greedy generation got wrong, as shares of "

@@ -213,7 +213,7 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
     if "tokens" in g:  # cut off: all max_len - 12 prompt tokens written, plus the end token
       limit = tiny_results["config"]["metacot_model"]["max_len"] - 12
       assert g["cut_off_rate"] == np.mean([n == limit + 1 for n in g["tokens"]])
-  for key in ("greedy/cot/test", "greedy/metacot/test", "greedy/metacot/hard"):
+  for key in ["greedy/cot/test", "greedy/metacot/test", "greedy/metacot/hard"] + rl:
     g = tiny_results[key]  # every generation with an illegal line has one first error kind
     assert sum(g["first_error_kinds"].values()) == pytest.approx(g["illegal_step_rate"])
     assert 0 <= g["cut_off_legal_rate"] <= g["cut_off_rate"]
@@ -225,6 +225,7 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
   assert ("| with an illegal step | malformed line | number not available | division by zero | "
           "wrong result | wrong numbers left | backtrack to an unvisited state | line after the "
           "last number | cut off, every step legal |") in text
+  assert "| RL reference | test | " in text and "| RL gamma 0.99 | test | " in text
 
 
 def test_report_lists_first_errors_most_frequent_first():

@@ -990,6 +990,11 @@ def test_in_context_counts_searches_that_solve_after_a_backtrack(monkeypatch):
   assert got["cut_off_rate"] == pytest.approx(1 / 3) and got["correct"] == [True, False, False]
   assert got["tokens"][1] == limit + 1
   assert got["cut_off_legal_rate"] == pytest.approx(1 / 3)  # it searched legally all the way
+  # one unfinished line and no step is no search, legal or not (more tokens than the limit
+  # count as cut off too)
+  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [straight, "1 " * limit, wrong])
+  got = evaluate.in_context(None, None, tokenizer, problems, max_new_tokens=limit)
+  assert got["cut_off_rate"] == pytest.approx(1 / 3) and got["cut_off_legal_rate"] == 0.0
   assert set(got["first_error_kinds"].values()) == {0.0}
   # first errors by kind; a generation cut off after an illegal step is not a legal search
   lost = searched.replace("back to 4 5 6 10", "back to 4 5 6")

@@ -38,8 +38,8 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
   backtracked: in-context search that works, not a right first attempt. Lengths of right
   and wrong generations are apart, as the discount of RL only reaches the right ones.
   `cut_off_rate` is the share stopped by `max_new_tokens` before their end;
-  `cut_off_legal_rate` the share cut off with every step legal: searches that needed only
-  more room (the others had already gone wrong). `first_error_kinds` gives, for each of
+  `cut_off_legal_rate` the share cut off after one or more steps, every one legal: searches
+  that needed only more room (the others had already gone wrong). `first_error_kinds` gives, for each of
   `trace.ERROR_KINDS`, the share of generations whose first error is of that kind.
   """
   width = max(len(tokenizer.encode(p.prompt(), bos=True)) for p in problems)
@@ -64,7 +64,8 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
       "solved_after_backtrack_rate": float(np.mean([c and b for c, b in zip(correct, backtracked)])),
       "mean_tokens_right": mean_of(True), "mean_tokens_wrong": mean_of(False),
       "cut_off_rate": float(np.mean(cut_off)),
-      "cut_off_legal_rate": float(np.mean([c and not f.errors for c, f in zip(cut_off, facts)])),
+      "cut_off_legal_rate": float(np.mean([c and f.steps > 0 and not f.errors
+                                           for c, f in zip(cut_off, facts)])),
       "first_error_kinds": {kind: float(np.mean([f.first_error_kind == kind for f in facts]))
                             for kind in trace.ERROR_KINDS},
       "correct": correct, "tokens": tokens,

@@ -30,8 +30,8 @@ OPS = ("+", "-", "*", "/")
 MAX_STEP_CHARS = 400
 MAX_NUMBERS = 8
 # what a wrong step got wrong (`StepCheck.kind`), in the order they are checked
-MALFORMED, UNAVAILABLE, DIVISION_BY_ZERO = "malformed line", "number not available", "division by zero"
-WRONG_RESULT, WRONG_LEFT = "wrong result", "wrong numbers left"
+MALFORMED, UNAVAILABLE = "malformed line", "number not available"
+DIVISION_BY_ZERO, WRONG_RESULT, WRONG_LEFT = "division by zero", "wrong result", "wrong numbers left"
 STEP_ERROR_KINDS = (MALFORMED, UNAVAILABLE, DIVISION_BY_ZERO, WRONG_RESULT, WRONG_LEFT)
 _INT = re.compile(r"-?[0-9]+")
 
