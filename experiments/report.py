@@ -216,21 +216,18 @@ def write(run: RunDir):
             "tokens (right / wrong) | cut off by the length limit | mean steps | mean backtracks | "
             "with an illegal step | first one at a backtrack |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  for name in ("cot", "metacot"):
-    for split in ("test", "hard"):
-      g = r.get(f"greedy/{name}/{split}")
-      if g:
-        lines.append(f"| {name} | {split} | {g['accuracy']:.1%}{_interval(g)} | "
-                     f"{_share(g, 'solved_after_backtrack_rate', '.1%')} | "
-                     f"{g['mean_tokens']:.0f} ({_lengths(g)}) | "
-                     f"{_share(g, 'cut_off_rate', '.0%')} | {g['mean_steps']:.1f} | "
-                     f"{g['mean_backtracks']:.2f} | {g['illegal_step_rate']:.0%} | "
-                     f"{_share(g, 'illegal_at_backtrack_rate', '.0%')} |")
   greedy = [(name, split, r[f"greedy/{name}/{split}"]) for name in ("cot", "metacot")
-            for split in ("test", "hard")
-            if "first_error_kinds" in r.get(f"greedy/{name}/{split}", {})]
+            for split in ("test", "hard") if f"greedy/{name}/{split}" in r]
+  for name, split, g in greedy:
+    lines.append(f"| {name} | {split} | {g['accuracy']:.1%}{_interval(g)} | "
+                 f"{_share(g, 'solved_after_backtrack_rate', '.1%')} | "
+                 f"{g['mean_tokens']:.0f} ({_lengths(g)}) | "
+                 f"{_share(g, 'cut_off_rate', '.0%')} | {g['mean_steps']:.1f} | "
+                 f"{g['mean_backtracks']:.2f} | {g['illegal_step_rate']:.0%} | "
+                 f"{_share(g, 'illegal_at_backtrack_rate', '.0%')} |")
   greedy += [(f"RL {'gamma ' * (name != 'reference')}{name}", "test", g)
-             for name, g in _rl_rows(r) if "first_error_kinds" in g]
+             for name, g in _rl_rows(r)]
+  greedy = [(name, split, g) for name, split, g in greedy if "first_error_kinds" in g]
   if greedy:
     kinds = list(greedy[0][2]["first_error_kinds"])
     lines += ["", "What the first illegal line of each greedy generation got wrong, as shares of "

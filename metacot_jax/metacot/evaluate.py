@@ -39,8 +39,8 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
   and wrong generations are apart, as the discount of RL only reaches the right ones.
   `cut_off_rate` is the share stopped by `max_new_tokens` before their end;
   `cut_off_legal_rate` the share cut off after one or more steps, every one legal: searches
-  that needed only more room (the others had already gone wrong). `first_error_kinds` gives, for each of
-  `trace.ERROR_KINDS`, the share of generations whose first error is of that kind.
+  that needed only more room (the others had already gone wrong). `first_error_kinds` gives,
+  for each of `trace.ERROR_KINDS`, the share of generations whose first error is of that kind.
   """
   width = max(len(tokenizer.encode(p.prompt(), bos=True)) for p in problems)
   max_new_tokens = max_new_tokens or config.max_len - width

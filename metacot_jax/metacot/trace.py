@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from metacot_jax.tasks import countdown
+from metacot_jax.tasks.base import StepCheck
 from metacot_jax.tasks.countdown import Countdown
 
 BACK = "back to "
@@ -152,10 +153,11 @@ def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrac
         kinds.append(UNVISITED_BACKTRACK)
       current = target
       continue
-    check = countdown.check_step(current, line)
     if problem.is_terminal(current):  # no step is possible: only a backtrack or the answer
-      check = dataclasses.replace(check, ok=False, kind=PAST_LAST_NUMBER,
-                                  reason=f"a line after the last number ({state_name(current)})")
+      check = StepCheck(False, f"a line after the last number ({state_name(current)})",
+                        kind=PAST_LAST_NUMBER)
+    else:
+      check = countdown.check_step(current, line)
     steps += 1
     if not check.ok:
       errors.append(f"{raw!r}: {check.reason}")
