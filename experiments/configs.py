@@ -188,3 +188,103 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.rl.max_new_tokens = 450
     c.rl.micro_batches = 32
   return c
+
+
+def check(c: ml_collections.ConfigDict) -> None:
+  """Rejects, before any work, every value a later phase would fail on (some only hours in):
+  a `ValueError` naming the `--config.` field to change."""
+  # imported here: the presets above stay readable without the library
+  from metacot_jax.metacot import round0, trace
+  from metacot_jax.search.mcts import MCTSConfig
+  from metacot_jax.search.step_mdp import SearchConfig
+  from metacot_jax.train.alphazero import VALUE_TARGETS
+  from metacot_jax.train.rl import RLConfig
+  from metacot_jax.train.state import OptimizerConfig
+
+  def expect(ok: bool, field: str, what: str):
+    if not ok:
+      raise ValueError(f"--config.{field}={_get(c, field)!r}: {what}")
+
+  def valid(field: str, build):
+    try:
+      build()
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"--config.{field}: {e}") from None
+
+  whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  positive = lambda field: expect(whole(_get(c, field)) and _get(c, field) >= 1, field,
+                                  "must be a whole number >= 1")
+  for split in ("train", "test", "hard"):
+    positive(f"data.{split}_puzzles")
+  for field in ("data.max_solutions", "data.traces_per_problem", "eval.batch_size",
+                "search.batch_size", "baselines.samples", "prm.mc_samples"):
+    positive(field)
+  for field in ("data.walks_per_problem", "data.unsolvable_walks", "star.rounds"):
+    expect(whole(_get(c, field)) and _get(c, field) >= 0, field, "must be a whole number >= 0")
+  expect(c.data.loss_variant in trace.LOSS_VARIANTS, "data.loss_variant",
+         f"choose one of {trace.LOSS_VARIANTS}")
+  valid("data.dfs_noise_scales", lambda: round0.check_noise_scales(c.data.dfs_noise_scales))
+  # the PRM's Monte Carlo completions get eval.max_new_tokens - 30 tokens (room for the prefix)
+  expect(whole(c.eval.max_new_tokens) and c.eval.max_new_tokens > 30, "eval.max_new_tokens",
+         "must be above 30 (whole solutions; the PRM's completions get 30 fewer)")
+
+  phases = [("sft", "model"), ("metacot_sft", "metacot_model")]
+  phases += [("star.sft", "metacot_model")] if c.star.rounds else []
+  phases += [("star.alphazero", None)] if c.star.rounds and c.star.alphazero.steps else []
+  for name, model in phases:
+    for field in ("steps", "batch_size", "micro_batches", "checkpoint_every"):
+      positive(f"{name}.{field}")
+    tc = _get(c, name)
+    valid(name, lambda: OptimizerConfig(tc.learning_rate, tc.warmup_steps, tc.steps))
+    if model:
+      max_len = _get(c, model).max_len
+      expect(whole(tc.length) and 1 <= tc.length <= max_len, f"{name}.length",
+             f"training rows must fit the model: 1 to {model}.max_len={max_len} tokens "
+             f"(raise --config.{model}.max_len with it)")
+
+  search = lambda: SearchConfig(num_candidates=c.search.num_candidates,
+                                max_step_tokens=c.search.max_step_tokens, max_depth=3,
+                                temperature=c.search.temperature, prior=c.search.prior)
+  valid("search", search)
+  k = c.search.num_candidates
+  for sims in c.search.simulations:
+    valid("search.simulations", lambda: MCTSConfig(num_simulations=sims, policy=c.search.policy,
+                                                   max_num_considered_actions=k))
+  for field in ("baselines.beam_widths", "baselines.expansions"):
+    expect(all(whole(v) and v >= 1 for v in _get(c, field)), field,
+           "each must be a whole number >= 1")
+  if c.star.rounds:
+    positive("star.train_puzzles")
+    positive("star.pairs_puzzles")
+    valid("star.simulations", lambda: MCTSConfig(num_simulations=c.star.simulations,
+                                                 policy=c.search.policy,
+                                                 max_num_considered_actions=k))
+    expect(c.star.value_target in VALUE_TARGETS, "star.value_target",
+           f"choose one of {VALUE_TARGETS}")
+  if c.rl.gammas:
+    for field in ("rl.updates", "rl.problems_per_update", "rl.train_puzzles",
+                  "rl.checkpoint_every", "rl.eval_samples"):
+      positive(field)
+    r = c.rl
+    for gamma in r.gammas:
+      valid("rl", lambda: RLConfig(gamma=gamma, length_unit=r.length_unit, beta=r.beta,
+                                   group_size=r.group_size, estimator=r.estimator,
+                                   clip_eps=r.clip_eps, epochs=r.epochs,
+                                   max_new_tokens=r.max_new_tokens,
+                                   micro_batches=r.micro_batches))
+    valid("rl", lambda: OptimizerConfig(r.learning_rate, 0, r.updates * r.epochs))
+    expect(len(set(map(float, r.gammas))) == len(r.gammas), "rl.gammas",
+           "each gamma once (1 and 1.0 are the same run)")
+    # rollouts start after the prompt; the longest Game of 24 prompt, <bos> included
+    from metacot_jax.data.tokenizer import Tokenizer
+    prompt = len(Tokenizer().encode("Input: 13 13 13 13 -> 24\n", bos=True))
+    room = c.metacot_model.max_len - prompt
+    expect(whole(r.max_new_tokens) and 1 <= r.max_new_tokens <= room, "rl.max_new_tokens",
+           f"rollouts must fit the model: 1 to metacot_model.max_len={c.metacot_model.max_len} "
+           f"less the {prompt}-token prompt = {room}")
+
+
+def _get(c: ml_collections.ConfigDict, field: str):
+  for part in field.split("."):
+    c = c[part]
+  return c

@@ -48,7 +48,7 @@ from metacot_jax.tasks import game24
 from metacot_jax.train import OptimizerConfig, create_train_state, sft_step, train
 from metacot_jax.train.alphazero import alphazero_step
 from metacot_jax.train.rl import RLConfig
-from metacot_jax.train.rl_loop import train_rl
+from metacot_jax.train.rl_loop import train_rl, updates_done
 
 
 def _preset_from_argv(argv: list[str]) -> str:
@@ -136,6 +136,7 @@ def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, mesh, init
   if checkpoints.latest_step() == tc.steps:
     state = checkpoints.restore(state)[1]
   else:
+    run.forget_log(name, after_step=checkpoints.latest_step() or 0)  # logged again on resume
     step = functools.partial(step or functools.partial(sft_step, config=model,
                                                        value_weight=cfg.value_weight),
                              micro_batches=tc.micro_batches)
@@ -207,9 +208,10 @@ def reinforce(cfg, run: RunDir, name: str, model: ModelConfig, reference, gamma:
   state = scale.replicate(
       create_train_state(None, model, opt, params=jax.tree.map(jnp.copy, reference)), mesh)
   checkpoints = run.checkpoints(name)
-  if checkpoints.latest_step() == steps:
+  if updates_done(checkpoints, c.epochs) >= c.updates:
     state = checkpoints.restore(state)[1]
   else:
+    run.forget_log(name, after_step=updates_done(checkpoints, c.epochs))  # rows count updates
     state, _ = train_rl(state, reference, model, rl_cfg, prompts, reward_fn,
                         num_updates=c.updates, problems_per_update=c.problems_per_update,
                         seed=cfg.seed, checkpoints=checkpoints,
@@ -315,14 +317,18 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   tfds.disable_progress_bar()
   cfg = _CONFIG.value
+  if flags.FLAGS.preset != _PRESET:  # e.g. `-preset=quick` or a flagfile: too late for defaults
+    raise app.UsageError(f"the config was built for preset {_PRESET!r} but --preset is "
+                         f"{flags.FLAGS.preset!r}: write it on the command line as "
+                         "--preset=NAME or --preset NAME")
   cfg.preset = flags.FLAGS.preset
   scale.initialize_distributed()
   mesh = scale.data_mesh()
-  check_batches_divide(cfg, scale.mesh_size(mesh))
   try:
-    round0.check_noise_scales(cfg.data.dfs_noise_scales)
+    configs.check(cfg)
   except ValueError as e:
-    raise app.UsageError(f"--config.data.dfs_noise_scales: {e}") from None
+    raise app.UsageError(str(e)) from None
+  check_batches_divide(cfg, scale.mesh_size(mesh))
   tokenizer = Tokenizer()
   cot_model, metacot_model = model_configs(cfg, tokenizer)
   run = RunDir(flags.FLAGS.workdir)
@@ -407,7 +413,8 @@ def main(argv):
       round0.symbolic_traces(test_p, 2, cfg.seed + 1, noise_scales=cfg.data.dfs_noise_scales),
       batch_size=cfg.eval.batch_size))
   print(f"traced steps metacot test: {report.fmt(traced['after_backtrack'], True)} written "
-        f"right after a backtrack, {report.fmt(traced['elsewhere'], True)} elsewhere")
+        f"right after a backtrack ({report.fmt(traced.get('after_backtrack_from_path'), True)} "
+        f"below only the path to their state), {report.fmt(traced['elsewhere'], True)} elsewhere")
   hard = run.results["greedy/metacot/hard"]
   run.save("metacot_length_vs_amt", {"spearman": metacot_eval.rank_correlation(
       amt["hard"][:len(hard["tokens"])], hard["tokens"])})
@@ -503,7 +510,7 @@ def main(argv):
   evaluate_rl = lambda params: rl_evaluation(cfg, tokenizer, metacot_model, params, test_p,
                                              mesh)
   run.phase("rl/reference", lambda: evaluate_rl(reference))
-  for gamma in cfg.rl.gammas:
+  for gamma in map(float, cfg.rl.gammas):  # keys 'rl/1.0', whether typed 1 or 1.0
     state = reinforce(cfg, run, f"rl_gamma_{gamma}", metacot_model, reference, gamma,
                       rl_prompts, TraceReward(tokenizer, rl_p, cfg.rl.length_unit), mesh)
     result = run.phase(f"rl/{gamma}", lambda: evaluate_rl(state.params))

@@ -1,8 +1,14 @@
-"""`report.md` and plots from a run's `results.json`, beside the anchors of MISSION.md."""
+"""`report.md` and plots from a run's `results.json`, beside the anchors of MISSION.md.
+
+The main job writes them at its end; `python -m experiments.report --workdir W` writes them
+again from what W holds, e.g. for a run stopped part way.
+"""
 
 from __future__ import annotations
 
+import argparse
 import math
+from pathlib import Path
 
 import matplotlib
 
@@ -253,7 +259,9 @@ def write(run: RunDir):
     lines += ["", f"Traced steps (Meta-CoT, test split; `metacot.evaluate.traced_steps`): reading "
               f"{t['traces']} symbolic search traces ({t.get('left_out', 0)} too long left out), "
               f"the model writes the rest of a step exactly in {fmt(t['after_backtrack'], True)} "
-              f"of the {t['steps_after_backtrack']} steps right after a backtrack and "
+              f"of the {t['steps_after_backtrack']} steps right after a backtrack "
+              f"({fmt(t.get('after_backtrack_from_path'), True)} of them below only the prompt "
+              "and the path to their state, without the rest of the search) and "
               f"{fmt(t['elsewhere'], True)} of the others."]
   if "metacot_length_vs_amt" in r:
     lines += ["", f"Meta-CoT length against human solve time (AMT) on the hard split: Spearman "
@@ -444,3 +452,25 @@ def _plot_star(run: RunDir):
   fig.tight_layout()
   fig.savefig(run.path / "metacot_rounds_and_length.png", dpi=120)
   plt.close(fig)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description="Writes a run's report.md and plots from its "
+                                   "results.json.")
+  parser.add_argument("--workdir", required=True, help="a run directory of the main job")
+  path = Path(parser.parse_args(argv).workdir)
+  if not (path / "results.json").is_file():
+    raise SystemExit(f"--workdir {path}: no results.json there; give the --workdir of a run of "
+                     "experiments.game24_mcts")
+  run = RunDir(path)
+  missing = [k for k in ("config", "data") if k not in run.results]
+  if missing:
+    raise SystemExit(f"{run.results_path} has no {' or '.join(missing)} yet: the run stopped "
+                     "before it loaded its data; resume it with the command that started it")
+  write(run)
+  print(f"wrote {path / 'report.md'}")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())

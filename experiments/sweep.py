@@ -30,7 +30,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments import report
+from experiments import configs, report
 
 SUMMARY_KEYS = ("greedy/cot/test", "greedy/metacot/test", "mcts/verifier/tree/",
                 "mcts/learned/tree/")
@@ -166,7 +166,7 @@ def record(trial_dir: Path, future: concurrent.futures.Future, about: dict) -> d
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", required=True)
-  parser.add_argument("--preset", default="quick")
+  parser.add_argument("--preset", default="quick", choices=configs.PRESETS)
   parser.add_argument("--grid", action="append", default=[], help="FIELD=V1,V2 (repeatable)")
   parser.add_argument("--set", action="append", default=[], dest="fixed",
                       help="FIELD=VALUE for every trial (repeatable)")
@@ -202,6 +202,7 @@ def main(argv=None):
   if args.parallel > 1:  # else each process takes most of the GPU's memory at its start
     env.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
   statuses, pending = {}, {}
+  ran_with = {"set": fixed, "base": args.base, "preset": args.preset, "module": args.module}
   with concurrent.futures.ThreadPoolExecutor(max_workers=args.parallel) as pool:
     for name, overrides in zip(names, trials):
       trial_dir = root / name
@@ -209,9 +210,11 @@ def main(argv=None):
       done = json.loads(status_path.read_text()) if status_path.exists() else {}
       if done.get("status") == "done":
         statuses[name] = done
-        if (statuses[name].get("set"), statuses[name].get("base")) != (fixed, args.base):
-          print(f"[skip] {name}: done, with other --set or --base ({statuses[name].get('set')}, "
-                f"{statuses[name].get('base')}); delete {trial_dir} to run it again")
+        # trials recorded before a field was saved do not have it: not a difference
+        other = {k: done[k] for k, v in ran_with.items() if k in done and done[k] != v}
+        if other:
+          print(f"[skip] {name}: done, with other " + ", ".join(
+              f"--{k} ({v})" for k, v in other.items()) + f"; delete {trial_dir} to run it again")
         else:
           print(f"[skip] {name}: done")
         continue
@@ -223,8 +226,7 @@ def main(argv=None):
     try:
       for future in concurrent.futures.as_completed(pending):
         name, overrides = pending[future]
-        statuses[name] = record(root / name, future, {"overrides": overrides, "set": fixed,
-                                                      "base": args.base})
+        statuses[name] = record(root / name, future, {"overrides": overrides, **ran_with})
     except KeyboardInterrupt:  # stop at once: no queued trial starts (running ones got it too)
       pool.shutdown(wait=True, cancel_futures=True)
       raise

@@ -35,6 +35,20 @@ class RunDir:
     with open(self.path / "metrics.jsonl", "a") as f:
       f.write(json.dumps(row) + "\n")
 
+  def forget_log(self, phase: str, after_step: int):
+    """Drops `phase`'s rows past `after_step` from metrics.jsonl: a phase resumed from its
+    checkpoint at that step logs the steps after it again."""
+    path = self.path / "metrics.jsonl"
+    if not is_primary() or not path.exists():
+      return
+    rows = path.read_text().splitlines()
+    kept = [r for r in rows if not (r and (row := json.loads(r))["phase"] == phase
+                                    and row["step"] > after_step)]
+    if len(kept) < len(rows):
+      tmp = path.with_suffix(".jsonl.tmp")
+      tmp.write_text("".join(r + "\n" for r in kept))
+      tmp.replace(path)
+
   def save(self, key: str, value: Any):
     self.results[key] = value
     if not is_primary():

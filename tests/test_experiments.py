@@ -61,6 +61,9 @@ def test_ill_typed_override_fails_before_work(tmp_path):
     ("--config.data.dfs_noise_scales=(0.3,-1.0)",
      "--config.data.dfs_noise_scales: DFS noise scales must be"),
     ("--config.metacot_model.num_layers=3", "metacot_sft.init_from_cot"),
+    ("--config.data.loss_variant=zonly", "--config.data.loss_variant='zonly': choose one of"),
+    ("--config.sft.micro_batches=0", "--config.sft.micro_batches=0: must be a whole number"),
+    ("-preset=default", "the config was built for preset 'quick' but --preset is 'default'"),
 ])
 def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, message):
   done = run_job(tmp_path / "run", "--preset=quick", override, timeout=120)
@@ -68,6 +71,59 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
   assert message in done.stderr
   assert "Traceback" not in done.stderr
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("data.test_puzzles", 0, "data.test_puzzles=0: must be a whole number >= 1"),
+    ("data.hard_puzzles", -3, "data.hard_puzzles=-3: must be a whole number >= 1"),
+    ("data.loss_variant", "zonly", "data.loss_variant='zonly': choose one of"),
+    ("data.dfs_noise_scales", (), "data.dfs_noise_scales: DFS noise scales must be"),
+    ("eval.max_new_tokens", 30, "eval.max_new_tokens=30: must be above 30"),
+    ("eval.batch_size", 0, "eval.batch_size=0: must be a whole number >= 1"),
+    ("sft.steps", 0, "sft.steps=0: must be a whole number >= 1"),
+    ("sft.batch_size", 0, "sft.batch_size=0"),
+    ("metacot_sft.checkpoint_every", 0, "metacot_sft.checkpoint_every=0"),
+    ("metacot_sft.warmup_steps", -1, "--config.metacot_sft: need total_steps > 0 and warmup"),
+    ("metacot_sft.length", 384, "metacot_sft.length=384: training rows must fit the model: 1 "
+     "to metacot_model.max_len=192 tokens (raise --config.metacot_model.max_len with it)"),
+    ("search.policy", "muzero", "--config.search.simulations: policy must be 'gumbel' or"),
+    ("search.simulations", (8, 0), "--config.search.simulations: num_simulations must be at"),
+    ("search.prior", "max", "--config.search: prior must be 'mean' or 'sum'"),
+    ("baselines.beam_widths", (1, 0), "baselines.beam_widths=(1, 0): each must be"),
+    ("star.value_target", "x", "star.value_target='x': choose one of ('outcome', 'q')"),
+    ("star.simulations", 0, "--config.star.simulations: num_simulations must be at least 1"),
+    ("star.train_puzzles", 0, "star.train_puzzles=0"),
+    ("rl.estimator", "ppo", "--config.rl: estimator must be one of ('loo', 'grpo')"),
+    ("rl.gammas", (1.0, 0.0), "--config.rl: gamma must be in (0, 1], got 0.0"),
+    ("rl.gammas", (1, 1.0), "rl.gammas=(1, 1.0): each gamma once"),
+    ("rl.micro_batches", 0, "--config.rl: micro_batches must be >= 1"),
+    ("rl.updates", 0, "rl.updates=0: must be a whole number >= 1"),
+    ("rl.max_new_tokens", 190, "rl.max_new_tokens=190: rollouts must fit the model: 1 to "
+     "metacot_model.max_len=192 less the 12-token prompt = 180"),
+])
+def test_config_check_names_the_field_of_each_value_a_phase_would_reject(field, value, message):
+  for preset in configs.PRESETS:
+    configs.check(configs.get_config(preset))  # every preset as it ships
+  cfg = configs.get_config("default")
+  group, name = field.split(".")
+  with cfg.unlocked():
+    cfg[group][name] = value
+  with pytest.raises(ValueError) as e:
+    configs.check(cfg)
+  assert message in str(e.value)
+
+
+def test_config_check_skips_the_phases_that_do_not_run():
+  cfg = configs.get_config("default")
+  cfg.star.rounds = 0
+  cfg.star.sft.steps = 0  # unused: no Meta-STaR round
+  cfg.star.value_target = "x"
+  cfg.rl.gammas = ()
+  cfg.rl.estimator = "ppo"  # unused: no RL run
+  configs.check(cfg)
+  cfg.star.rounds = 1
+  with pytest.raises(ValueError, match="star.sft.steps=0"):
+    configs.check(cfg)
 
 
 def test_models_may_differ_in_compute_dtype_only():
@@ -210,9 +266,11 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
     parts = [(g["accuracy"], g["mean_tokens_right"]), (1 - g["accuracy"], g["mean_tokens_wrong"])]
     assert sum(w * n for w, n in parts if n is not None) == pytest.approx(g["mean_tokens"])
     assert 0 <= g["solved_after_backtrack_rate"] <= g["accuracy"]
-    if "tokens" in g:  # cut off: all max_len - 12 prompt tokens written, plus the end token
+    if "tokens" in g:  # as the sampler counted: at most max_len - 12 prompt tokens, and a
+      # generation cut off wrote them all (one that ended with its last token was not cut off)
       limit = tiny_results["config"]["metacot_model"]["max_len"] - 12
-      assert g["cut_off_rate"] == np.mean([n == limit + 1 for n in g["tokens"]])
+      assert max(g["tokens"]) <= limit
+      assert g["cut_off_rate"] <= np.mean([n == limit for n in g["tokens"]])
   for key in ["greedy/cot/test", "greedy/metacot/test", "greedy/metacot/hard"] + rl:
     g = tiny_results[key]  # every generation with an illegal line has one first error kind
     assert sum(g["first_error_kinds"].values()) == pytest.approx(g["illegal_step_rate"])
@@ -226,6 +284,27 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
           "wrong result | wrong numbers left | backtrack to an unvisited state | line after the "
           "last number | cut off, every step legal |") in text
   assert "| RL reference | test | " in text and "| RL gamma 0.99 | test | " in text
+
+
+def test_report_is_written_again_for_a_run_stopped_part_way(tmp_path, tiny_results, capsys):
+  # stopped after the greedy evaluations: every later phase's key is missing
+  later = ("arithmetic", "traced", "mcts/", "hard/", "bfs/", "beam/", "best_first/", "dfs/",
+           "sampling", "prm", "star", "rl")
+  partial = {k: v for k, v in tiny_results.items() if not k.startswith(later)}
+  assert "greedy/metacot/hard" in partial and "rl/1.0" not in partial
+  (tmp_path / "results.json").write_text(json.dumps(partial))
+  assert report.main(["--workdir", str(tmp_path)]) == 0
+  assert f"wrote {tmp_path / 'report.md'}" in capsys.readouterr().out
+  text = (tmp_path / "report.md").read_text()
+  acc = tiny_results["greedy/metacot/test"]["accuracy"]
+  assert f"| metacot | test | {acc:.1%}" in text
+  assert "| RL with gamma < 1 shortens traces >= 30% at no loss of accuracy (test, greedy) | " \
+         "not run |" in text
+  with pytest.raises(SystemExit, match="no results.json there"):
+    report.main(["--workdir", str(tmp_path / "elsewhere")])
+  (tmp_path / "results.json").write_text(json.dumps({"config": tiny_results["config"]}))
+  with pytest.raises(SystemExit, match="has no data yet: the run stopped before it loaded"):
+    report.main(["--workdir", str(tmp_path)])
 
 
 def test_report_lists_first_errors_most_frequent_first():
@@ -285,7 +364,9 @@ def test_main_job_scores_traced_steps_after_backtracks_apart(tiny_workdir, tiny_
   t = tiny_results["traced/metacot"]
   assert t["traces"] >= 10 and 0 < t["steps_after_backtrack"] < t["steps"]
   assert 0 <= t["after_backtrack"] <= 1 and 0 <= t["elsewhere"] <= 1
-  assert f"{t['steps_after_backtrack']} steps right after a backtrack" in (
+  assert 0 <= t["after_backtrack_from_path"] <= 1
+  assert (f"{t['steps_after_backtrack']} steps right after a backtrack "
+          f"({t['after_backtrack_from_path']:.1%} of them below only the prompt and the path") in (
       tiny_workdir / "report.md").read_text()
   assert tiny_results["config"]["model"]["position"] == "rope"
 
@@ -322,7 +403,7 @@ def test_batch_sizes_that_do_not_divide_over_the_devices_fail_before_work(tmp_pa
   assert not (tmp_path / "run" / "results.json").exists()
 
 
-def test_killed_run_resumes_to_the_same_results(tmp_path, tiny_results):
+def test_killed_run_resumes_to_the_same_results(tmp_path, tiny_workdir, tiny_results):
   expected = tiny_results
 
   # kill -9 once the first SFT checkpoint exists, again inside the first RL run, then
@@ -337,6 +418,11 @@ def test_killed_run_resumes_to_the_same_results(tmp_path, tiny_results):
   assert _stable(resumed) == _stable(expected)
   assert {"rl/reference", "rl/1.0", "rl/0.99", "hard/mcts/verifier/tree/2"} <= set(resumed)
   assert (workdir / "rl_frontier.png").stat().st_size > 0
+  # each step logged once, as in the whole run, though the kills came after some were logged
+  logged = lambda path: [(r["phase"], r["step"]) for r in map(
+      json.loads, (path / "metrics.jsonl").read_text().splitlines())]
+  assert sorted(logged(workdir)) == sorted(logged(tiny_workdir))
+  assert len(set(logged(workdir))) == len(logged(workdir))
 
 
 def _kill_when(workdir, pattern, timeout=600):
@@ -379,6 +465,13 @@ def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
   summary = (tmp_path / "summary.md").read_text()
   assert "| acc=0.25_fail=0 | done | 25.0%" in summary
   assert "| acc=0.75_fail=1 | failed | -" in summary
+  # a done trial run with another preset is kept, and said to be
+  assert _sweep(args + ["--preset", "default"]) == 1
+  third = capsys.readouterr().out
+  assert third.count("[skip] acc=0.25_fail=0: done, with other --preset (quick); delete") == 1
+  with pytest.raises(SystemExit):
+    _sweep(args + ["--preset", "defualt"])
+  assert "invalid choice: 'defualt'" in capsys.readouterr().err
 
 
 def test_sweep_summarises_each_config_over_its_seeds(tmp_path):
@@ -451,7 +544,7 @@ def test_sweep_starts_new_trials_from_a_copy_of_a_base_run(tmp_path, capsys):
   assert (tmp_path / "rl" / "gamma=0.9" / "runs.txt").read_text() == "x"
   capsys.readouterr()
   assert _sweep(args + ["--set", "rl.updates=9"]) == 0
-  assert capsys.readouterr().out.count("done, with other --set or --base") == 2
+  assert capsys.readouterr().out.count("done, with other --set ([]); delete") == 2
   with pytest.raises(SystemExit, match="not a run directory"):
     _sweep(["--workdir", tmp_path / "x", "--base", tmp_path / "missing"])
   (base / "checkpoints" / "gone").symlink_to(tmp_path / "nowhere")  # a copy cannot be made

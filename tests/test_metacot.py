@@ -23,7 +23,7 @@ from metacot_jax.metacot import evaluate, from_search, round0, symbolic, trace
 from metacot_jax.metacot.trace import Expansion
 from metacot_jax.models import ModelConfig, init_params
 from metacot_jax.models.transformer import forward
-from metacot_jax.search import mcts, step_mdp, step_parser
+from metacot_jax.search import greedy, mcts, step_mdp, step_parser
 from metacot_jax.search.mcts import MCTSConfig
 from metacot_jax.search.step_mdp import SearchConfig
 from metacot_jax.tasks import countdown, game24
@@ -95,6 +95,26 @@ def test_symbolic_traces_round_trip_through_parse(value_digits):
         found += 1
         backtracked += facts.backtracks > 0
   assert found >= 30 and backtracked >= 10, (found, backtracked)  # the check has teeth
+
+
+@pytest.mark.parametrize("search", [symbolic.dfs, symbolic.bfs])
+def test_symbolic_searches_reject_an_unknown_heuristic(search):
+  with pytest.raises(ValueError, match=r"heuristic must be one of \('random', 'closest', "
+                     r"'value'\), got 'nearest'"):
+    search(game24.make("4 5 6 10"), np.random.default_rng(0), heuristic="nearest")
+
+
+def test_bfs_levels_hold_at_most_beam_states_of_at_most_branch_children_each():
+  problem = game24.make("1 1 1 1")  # unsolvable: every level is searched to the end
+  assert symbolic.bfs(problem, np.random.default_rng(0), beam=2, branch=3) is None
+  expansions, _ = symbolic.bfs(game24.make("4 5 6 10"), np.random.default_rng(0), beam=2,
+                               branch=3)
+  parents = [e.parent for e in expansions]
+  by_depth = {}
+  for parent in dict.fromkeys(parents):
+    by_depth.setdefault(len(parent), []).append(parent)
+  assert len(by_depth[4]) == 1 and all(len(v) <= 2 for v in by_depth.values())
+  assert all(parents.count(p) <= 3 for p in set(parents))
 
 
 def test_round0_symbolic_traces_parse_to_the_goal():
@@ -962,6 +982,15 @@ def test_arithmetic_scores_each_given_step(monkeypatch):
   assert (got["result_accuracy"], got["step_accuracy"]) == (1.0, 1.0)
 
 
+def _sampled(tokenizer, texts, limit=10_000):
+  """What the sampler returns for these texts with `max_new_tokens=limit`: each written token
+  by token, then the end token, or cut to `limit` tokens with no end."""
+  ids = [tokenizer.encode(t) for t in texts]
+  return greedy.Generations([tokenizer.decode(i[:limit]) for i in ids],
+                            np.array([min(len(i) + 1, limit) for i in ids]),
+                            np.array([len(i) < limit for i in ids]))
+
+
 def test_in_context_counts_searches_that_solve_after_a_backtrack(monkeypatch):
   tokenizer = Tokenizer()
   problems = [game24.make("4 5 6 10")] * 3
@@ -970,37 +999,52 @@ def test_in_context_counts_searches_that_solve_after_a_backtrack(monkeypatch):
   searched = "5 + 4 = 9 (left: 6 9 10)\nback to 4 5 6 10\n" + straight
   wrong = "5 + 4 = 9 (left: 6 9 10)\n9 + 6 = 15 (left: 10 15)\nAnswer: (5 + 4) + 6 = 15\n"
   texts = [straight, searched, wrong]
-  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: texts)
+  sampler = lambda texts, limit=10_000: lambda *a, **k: _sampled(tokenizer, texts, limit)
+  monkeypatch.setattr(evaluate, "generations", sampler(texts))
   got = evaluate.in_context(None, types.SimpleNamespace(max_len=192), tokenizer, problems)
   tokens = [len(tokenizer.encode(t)) + 1 for t in texts]
   assert got["correct"] == [True, True, False] and got["backtracks"] == [0, 1, 0]
+  assert got["tokens"] == tokens
   assert got["solved_after_backtrack_rate"] == pytest.approx(1 / 3)
   assert got["mean_tokens_right"] == pytest.approx((tokens[0] + tokens[1]) / 2)
   assert got["mean_tokens_wrong"] == tokens[2]
   assert got["cut_off_rate"] == 0.0  # each ended well inside 192 - 12 prompt tokens
-  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [wrong] * 3)
+  monkeypatch.setattr(evaluate, "generations", sampler([wrong] * 3))
   got = evaluate.in_context(None, types.SimpleNamespace(max_len=192), tokenizer, problems)
   assert got["solved_after_backtrack_rate"] == 0.0 and got["mean_tokens_right"] is None
   # a search still going when the tokens ran out: every one written, none of them the end
   limit = len(tokenizer.encode(searched))
-  cut = tokenizer.decode(tokenizer.encode(searched.replace(straight, "") * 4 + straight)[:limit])
+  long_search = searched.replace(straight, "") * 4 + straight
   assert len(tokenizer.encode(straight)) < limit and len(tokenizer.encode(wrong)) < limit
-  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [straight, cut, wrong])
+  monkeypatch.setattr(evaluate, "generations", sampler([straight, long_search, wrong], limit))
   got = evaluate.in_context(None, None, tokenizer, problems, max_new_tokens=limit)
   assert got["cut_off_rate"] == pytest.approx(1 / 3) and got["correct"] == [True, False, False]
-  assert got["tokens"][1] == limit + 1
+  assert got["tokens"][1] == limit
   assert got["cut_off_legal_rate"] == pytest.approx(1 / 3)  # it searched legally all the way
-  # one unfinished line and no step is no search, legal or not (more tokens than the limit
-  # count as cut off too)
-  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [straight, "1 " * limit, wrong])
+  # the sampler, not the decoded text, says how long a generation was and how it ended: here
+  # the model spelled 12 as the digits 1, 2 (re-encoded, one token) and a pad, which decodes
+  # to nothing, and was cut off
+  spelled = tokenizer.encode("5 + 4 = 9 (left: 6 9 10)\n") + [
+      tokenizer.encode("1")[0], tokenizer.encode("2")[0], tokenizer.pad_id]
+  assert len(tokenizer.encode(tokenizer.decode(spelled))) == len(spelled) - 2
+  written = greedy.Generations([straight, tokenizer.decode(spelled), wrong],
+                               np.array([tokens[0], len(spelled), tokens[2]]),
+                               np.array([True, False, True]))
+  monkeypatch.setattr(evaluate, "generations", lambda *a, **k: written)
+  got = evaluate.in_context(None, None, tokenizer, problems, max_new_tokens=len(spelled))
+  assert got["tokens"][1] == len(spelled) and got["cut_off_rate"] == pytest.approx(1 / 3)
+  # its unfinished last line `12` is not judged: a legal search cut off
+  assert got["illegal_step_rate"] == 0.0
+  assert got["cut_off_legal_rate"] == pytest.approx(1 / 3)
+  # one unfinished line and no step is no search, legal or not
+  monkeypatch.setattr(evaluate, "generations", sampler([straight, "1 " * limit, wrong], limit))
   got = evaluate.in_context(None, None, tokenizer, problems, max_new_tokens=limit)
   assert got["cut_off_rate"] == pytest.approx(1 / 3) and got["cut_off_legal_rate"] == 0.0
   assert set(got["first_error_kinds"].values()) == {0.0}
   # first errors by kind; a generation cut off after an illegal step is not a legal search
   lost = searched.replace("back to 4 5 6 10", "back to 4 5 6")
   bad_sum = straight.replace("6 * 5 = 30", "6 * 5 = 31")
-  cut_lost = tokenizer.decode(tokenizer.encode(lost * 4)[:limit])
-  monkeypatch.setattr(evaluate, "generate", lambda *a, **k: [bad_sum, cut_lost, straight])
+  monkeypatch.setattr(evaluate, "generations", sampler([bad_sum, lost * 4, straight], limit))
   got = evaluate.in_context(None, None, tokenizer, problems, max_new_tokens=limit)
   assert got["cut_off_rate"] == pytest.approx(1 / 3) and got["cut_off_legal_rate"] == 0.0
   assert got["first_error_kinds"] == {
@@ -1048,7 +1092,36 @@ def test_traced_steps_scores_the_rest_of_each_step_after_a_backtrack_apart(
   got = evaluate.traced_steps(None, TRACED_MODEL, tokenizer, [(problem, SEARCHED_TRACE)] * 3,
                               batch_size=2)
   assert got == {"traces": 3, "left_out": 0, "steps": 18, "steps_after_backtrack": 3,
-                 "after_backtrack": after_backtrack, "elsewhere": pytest.approx(elsewhere)}
+                 "after_backtrack": after_backtrack, "elsewhere": pytest.approx(elsewhere),
+                 # the same step with only the prompt above it (its state is the root)
+                 "after_backtrack_from_path": after_backtrack}
+
+
+def test_traced_steps_score_steps_after_a_backtrack_again_below_only_the_path_to_their_state(
+    monkeypatch):
+  """A stand-in model that misses every token of a row holding a `back to` line: every step
+  after a backtrack is wrong in its trace and right below the path to its state alone."""
+  tokenizer = Tokenizer()
+  rows_seen = []
+
+  def hits(params, tokens, config):
+    rows_seen.extend(tokenizer.decode(t) for t in np.asarray(tokens) if t.any())
+    with_back = (tokens == tokenizer.id_of("b")).any(1, keepdims=True)  # only `back` has a b
+    return np.broadcast_to(~with_back, tokens.shape)
+  monkeypatch.setattr(evaluate, "_greedy_hits", hits)
+  problem = game24.make("4 5 6 10")
+  deeper = [  # the second child of 9 6 10 after a dead end: its path is the first step
+      trace.Line("5 + 4 = 9 (left: 6 9 10)", trace.OFF_PATH),
+      trace.Line("10 - 9 = 1 (left: 1 6)", trace.OFF_PATH),
+      trace.Line("back to 6 9 10", trace.BACK_TAG),
+      trace.Line("10 - 6 = 4 (left: 4 9)", trace.OFF_PATH)]
+  got = evaluate.traced_steps(None, TRACED_MODEL, tokenizer, [(problem, SEARCHED_TRACE),
+                                                              (problem, deeper)])
+  assert (got["steps_after_backtrack"], got["after_backtrack"]) == (2, 0.0)
+  assert got["after_backtrack_from_path"] == 1.0
+  assert ("Input: 4 5 6 10 -> 24\n10 - 4 = 6 (left: 5 6 6)\n" in rows_seen
+          and "Input: 4 5 6 10 -> 24\n5 + 4 = 9 (left: 6 9 10)\n10 - 6 = 4 (left: 4 9)\n"
+          in rows_seen)
 
 
 def test_traced_steps_with_a_model_leaves_out_traces_too_long_for_it():

@@ -12,7 +12,7 @@ from metacot_jax.models import ModelConfig, init_params
 from metacot_jax.models.transformer import forward
 from metacot_jax.tasks import game24
 from metacot_jax.train import Checkpoints, OptimizerConfig, create_train_state
-from metacot_jax.train import rl
+from metacot_jax.train import rl, rl_loop
 from metacot_jax.train.rl_loop import rollout, train_rl
 from metacot_jax.models.sampling import SamplingConfig
 
@@ -179,8 +179,9 @@ def _p_right(params):
   return float(jax.nn.softmax(logits[0, -1])[RIGHT])
 
 
-def _run(beta, updates, seed=0, checkpoints=None, state=None, params=None):
-  cfg = rl.RLConfig(gamma=1.0, beta=beta, group_size=8, max_new_tokens=2)
+def _run(beta, updates, seed=0, checkpoints=None, state=None, params=None, epochs=1):
+  cfg = rl.RLConfig(gamma=1.0, beta=beta, group_size=8, max_new_tokens=2, epochs=epochs,
+                    clip_eps=0.2 if epochs > 1 else 0.0)
   opt = OptimizerConfig(learning_rate=3e-2, warmup_steps=0, total_steps=50, end_lr_fraction=1.0)
   if state is None:
     state = create_train_state(None, TOY, opt, params=jax.tree.map(jnp.copy, params))
@@ -222,6 +223,17 @@ def test_killed_run_resumes_to_the_same_params(tmp_path):
   ckpt.close()
   assert int(resumed.step) == 4
   chex.assert_trees_all_close(resumed.params, whole.params, atol=1e-6)
+
+
+def test_a_run_resumes_at_its_next_update_with_other_epochs(tmp_path):
+  params = _init(TOY, jax.random.PRNGKey(0))
+  ckpt = Checkpoints(tmp_path / "rl")
+  _run(beta=0.1, updates=2, params=params, checkpoints=ckpt, epochs=3)  # 6 optimiser steps
+  assert ckpt.latest_step() == 6 and rl_loop.updates_done(ckpt, epochs=1) == 2
+  resumed, _ = _run(beta=0.1, updates=4, params=params, checkpoints=ckpt)  # updates 3 and 4
+  assert int(resumed.step) == 8 and rl_loop.updates_done(ckpt, epochs=1) == 4
+  assert rl_loop.updates_done(Checkpoints(tmp_path / "none"), epochs=1) == 0
+  ckpt.close()
 
 
 def test_trace_reward_scores_the_answer_and_counts_the_trace():

@@ -29,3 +29,15 @@ def test_config_changes_name_every_changed_field(tmp_path):
   assert again.config_changes(changed) == [
       "data.pack: True -> '(unset)'", "rl.beta: '(unset)' -> 0.1",
       "rl.estimator: 'grpo' -> 'loo'", "rl.gammas: [1.0, 0.99] -> [1.0]"]
+
+
+def test_a_resumed_phase_forgets_the_rows_it_logs_again(tmp_path):
+  run = RunDir(tmp_path)
+  run.forget_log("sft", after_step=0)  # nothing logged yet: nothing to do
+  for step in range(1, 6):  # killed after step 5; its last checkpoint was at step 3
+    run.log("sft", step, {"loss": step})
+  run.log("rl", 1, {"loss": 0.5})
+  run.forget_log("sft", after_step=3)
+  rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["phase"], r["step"], r["loss"]) for r in rows] == [
+      ("sft", 1, 1.0), ("sft", 2, 2.0), ("sft", 3, 3.0), ("rl", 1, 0.5)]

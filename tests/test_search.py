@@ -16,7 +16,8 @@ from metacot_jax.models import ModelConfig, init_params
 from metacot_jax.search import mcts, rational, results, step_mdp, step_parser
 from metacot_jax.metacot import evaluate as metacot_eval
 from metacot_jax.models.sampling import SamplingConfig
-from metacot_jax.search.greedy import final_answer, generate, greedy_accuracy, sample_prompts
+from metacot_jax.search.greedy import (final_answer, generate, generations, greedy_accuracy,
+                                      sample_prompts)
 from metacot_jax.search.mcts import MCTSConfig
 from metacot_jax.search.step_mdp import SearchConfig
 from metacot_jax.tasks import countdown, game24
@@ -590,8 +591,12 @@ def test_greedy_generation_solves_memorised_puzzles_in_any_chunking(trained):
   problems, params, _ = trained
   accuracy, texts = greedy_accuracy(params, MODEL, TOK, problems, max_new_tokens=64, batch_size=4)
   assert accuracy >= 0.8, texts  # padded last chunk: 6 puzzles in chunks of 4
-  again = generate(params, MODEL, TOK, problems, max_new_tokens=64, batch_size=6)
-  assert again == texts
+  again = generations(params, MODEL, TOK, problems, max_new_tokens=64, batch_size=6)
+  assert again.texts == texts and again.ended.all()
+  np.testing.assert_array_equal(again.lengths, [len(TOK.encode(t)) + 1 for t in texts])
+  cut = generations(params, MODEL, TOK, problems, max_new_tokens=5, batch_size=6)
+  assert not cut.ended.any() and (cut.lengths == 5).all()
+  assert generate(params, MODEL, TOK, problems, max_new_tokens=5, batch_size=6) == cut.texts
   assert all(t.endswith("\n") or "Answer:" in t for t in texts)
 
 

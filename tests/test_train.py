@@ -232,6 +232,8 @@ def test_empty_checkpoints_restore_none(tmp_path):
   assert ckpt.latest_step() is None
   assert ckpt.restore(template) is None
   assert ckpt.restore_config() is None
+  ckpt.save(3, template)  # a state saved with no config
+  assert ckpt.restore_config() is None and ckpt.restore(template)[0] == 3
   ckpt.close()
 
 

@@ -25,7 +25,7 @@ from metacot_jax.metacot import trace
 from metacot_jax.metacot.reward import TraceReward
 from metacot_jax.models.sampling import SamplingConfig
 from metacot_jax.models.transformer import ModelConfig, forward
-from metacot_jax.search.greedy import generate, sample_prompts
+from metacot_jax.search.greedy import generations, sample_prompts
 from metacot_jax.tasks import countdown
 from metacot_jax.tasks.countdown import Countdown
 
@@ -44,10 +44,12 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
   """
   width = max(len(tokenizer.encode(p.prompt(), bos=True)) for p in problems)
   max_new_tokens = max_new_tokens or config.max_len - width
-  texts = generate(params, config, tokenizer, problems, max_new_tokens=max_new_tokens,
-                   batch_size=batch_size, mesh=mesh)
-  tokens = [len(tokenizer.encode(t)) + 1 for t in texts]  # with the end token
-  cut_off = [n > max_new_tokens for n in tokens]  # every token written, none of them the end
+  out = generations(params, config, tokenizer, problems, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, mesh=mesh)
+  texts = out.texts
+  # as the sampler counted them (the end token included), not the decoded text re-encoded
+  tokens = [int(n) for n in out.lengths]
+  cut_off = [not bool(e) for e in out.ended]  # every token written, none of them the end
   facts = [trace.parse(p, t, cut_off=c) for p, t, c in zip(problems, texts, cut_off)]
   correct = [p.verify(f.answer).ok for p, f in zip(problems, facts)]
   backtracked = [f.backtracks > 0 for f in facts]
@@ -136,12 +138,18 @@ def traced_steps(params, config: ModelConfig, tokenizer: Tokenizer,
 
   A model that computes each step from the line above it, whatever came before, scores
   alike; one whose arithmetic is tied to where in a trace it stands (absolute positions)
-  fails after backtracks. One forward pass per batch of traces; traces longer than the
-  model's `max_len` are left out (`left_out`: they backtrack more than most).
+  fails after backtracks. `after_backtrack_from_path` scores the same steps with only the
+  prompt and the path to their state above them (no `back to` line, none of the state's
+  other children): what the rest of the search costs them. One forward pass per batch of
+  rows; traces longer than the model's `max_len` are left out (`left_out`: they backtrack
+  more than most).
   """
-  rows, spans = [], []  # spans: (row, start, end, after a backtrack)
+  rows, spans, path_spans = [], [], []  # spans: (row, start, end, after a backtrack)
   for problem, lines in traces:
-    ids, after_back, row_spans = tokenizer.encode(problem.prompt(), bos=True), False, []
+    prompt = tokenizer.encode(problem.prompt(), bos=True)
+    ids, after_back, row_spans, row_paths = list(prompt), False, [], []
+    state = tuple(sorted(problem.initial_state()))
+    path_to = {state: []}  # state -> the step lines that first reached it
     for line in lines:
       if line.tag in (trace.ON_PATH, trace.OFF_PATH):
         head, rest = line.text.split("= ", 1)
@@ -149,25 +157,48 @@ def traced_steps(params, config: ModelConfig, tokenizer: Tokenizer,
         start = len(ids)
         ids += tokenizer.encode(rest + "\n")
         row_spans.append((len(rows), start, len(ids), after_back))
+        if after_back:
+          alone = prompt + tokenizer.encode("".join(l + "\n" for l in path_to[state]) + head + "= ")
+          row_paths.append((alone, len(alone), tokenizer.encode(rest + "\n")))
+        child = tuple(sorted(countdown.check_step(state, line.text).state))
+        path_to.setdefault(child, path_to[state] + [line.text])
+        state = child
       else:
         ids += tokenizer.encode(line.text + "\n")
+        if line.tag == trace.BACK_TAG:
+          state = tuple(sorted(countdown.parse_number(x)
+                               for x in line.text[len(trace.BACK):].split()))
       after_back = line.tag == trace.BACK_TAG
     if len(ids) <= config.max_len:
       rows.append(ids)
       spans += row_spans
+      path_spans += row_paths
   if not rows:
     raise ValueError(f"traced_steps needs traces of at most {config.max_len} tokens")
+  path_rows = [head + rest for head, _, rest in path_spans]
+  right = _rests_right(params, config, rows, [s[:3] for s in spans], batch_size)
+  alone = _rests_right(params, config, path_rows,
+                       [(i, a, a + len(rest)) for i, (_, a, rest) in enumerate(path_spans)],
+                       batch_size)
+  back = np.array([after for *_, after in spans])
+  rate = lambda x: float(x.mean()) if x.size else None
+  return {"traces": len(rows), "left_out": len(traces) - len(rows), "steps": len(spans),
+          "steps_after_backtrack": int(back.sum()),
+          "after_backtrack": rate(right[back]), "elsewhere": rate(right[~back]),
+          "after_backtrack_from_path": rate(alone)}
+
+
+def _rests_right(params, config: ModelConfig, rows: Sequence[Sequence[int]],
+                 spans: Sequence[tuple[int, int, int]], batch_size: int) -> np.ndarray:
+  """[len(spans)]: whether the greedy model, reading row r, writes every token in [a, b)."""
+  if not rows:
+    return np.zeros(0, bool)
   tokens = np.zeros((-(-len(rows) // batch_size) * batch_size, config.max_len), np.int32)
   for i, ids in enumerate(rows):
     tokens[i, :len(ids)] = ids
   hits = np.concatenate([np.asarray(_greedy_hits(params, tokens[i:i + batch_size], config=config))
                          for i in range(0, len(tokens), batch_size)])
-  right = np.array([hits[r, a:b].all() for r, a, b, _ in spans])
-  back = np.array([after for *_, after in spans])
-  rate = lambda mask: float(right[mask].mean()) if mask.any() else None
-  return {"traces": len(rows), "left_out": len(traces) - len(rows), "steps": len(spans),
-          "steps_after_backtrack": int(back.sum()),
-          "after_backtrack": rate(back), "elsewhere": rate(~back)}
+  return np.array([hits[r, a:b].all() for r, a, b in spans], bool)
 
 
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:

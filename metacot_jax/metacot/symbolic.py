@@ -70,7 +70,10 @@ def dfs(problem: Countdown, rng: np.random.Generator, *, heuristic: str = "value
 
 def bfs(problem: Countdown, rng: np.random.Generator, *, beam: int = 2, branch: int = 3,
         heuristic: str = "value", noise_scale: float = 0.5) -> tuple[list[Expansion], list[int]] | None:
-  """ToT-style BFS: at each level expand the `beam` best states, `branch` children each."""
+  """ToT-style BFS, level by level: each state opens its `branch` children that the heuristic
+  puts first; `beam` of those children, drawn at random, make the next level."""
+  if heuristic not in HEURISTICS:
+    raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
   target = problem.target
   expansions: list[Expansion] = []
   level = [(tuple(sorted(problem.initial_state())), [])]
@@ -87,6 +90,6 @@ def bfs(problem: Countdown, rng: np.random.Generator, *, beam: int = 2, branch: 
       for step, child in _order(kids, target, heuristic, rng, noise_scale)[:branch]:
         expansions.append(Expansion(state, step, child))
         next_level.append((child, path + [len(expansions) - 1]))
-    level = next_level[:beam * branch]
-    level = [level[i] for i in sorted(rng.permutation(len(level))[:beam])] if len(level) > beam else level
+    level = ([next_level[i] for i in sorted(rng.permutation(len(next_level))[:beam])]
+             if len(next_level) > beam else next_level)
   return None

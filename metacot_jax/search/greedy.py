@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import numpy as np
@@ -38,15 +38,32 @@ def sample_prompts(params, config: ModelConfig, prompts: Sequence[Sequence[int]]
   return sampling.Samples(*[np.concatenate(xs) for xs in zip(*parts)])
 
 
-def generate(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
-             *, max_new_tokens: int, batch_size: int = 64, temperature: float = 0.0,
-             rng: jax.Array | None = None, mesh=None) -> list[str]:
+class Generations(NamedTuple):
+  """Decoded generations, with what only the sampler knows of each: decoding drops pad and bos
+  tokens, and re-encoding the text may take fewer tokens than the model wrote."""
+  texts: list[str]
+  lengths: np.ndarray  # [B] tokens written, the end token included
+  ended: np.ndarray  # [B] True where the end token stopped it, False where max_new_tokens did
+
+
+def generations(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
+                *, max_new_tokens: int, batch_size: int = 64, temperature: float = 0.0,
+                rng: jax.Array | None = None, mesh=None) -> Generations:
   """One generation per problem, until `<eos>` (greedy by default)."""
   prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
   cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
   rng = jax.random.PRNGKey(0) if rng is None else rng
   out = sample_prompts(params, config, prompts, cfg, rng, batch_size=batch_size, mesh=mesh)
-  return [tokenizer.decode(row) for row in out.tokens_BxN]
+  return Generations([tokenizer.decode(row) for row in out.tokens_BxN],
+                     np.asarray(out.lengths_B), np.asarray(out.stopped_B))
+
+
+def generate(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
+             *, max_new_tokens: int, batch_size: int = 64, temperature: float = 0.0,
+             rng: jax.Array | None = None, mesh=None) -> list[str]:
+  """The texts of `generations`."""
+  return generations(params, config, tokenizer, problems, max_new_tokens=max_new_tokens,
+                     batch_size=batch_size, temperature=temperature, rng=rng, mesh=mesh).texts
 
 
 def greedy_accuracy(params, config: ModelConfig, tokenizer: Tokenizer,

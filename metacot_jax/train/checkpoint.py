@@ -44,10 +44,15 @@ class Checkpoints:
     return step, restored["state"]
 
   def restore_config(self, step: int | None = None) -> dict | None:
+    """The config saved with a checkpoint; None when nothing, or no config, was saved."""
     step = self.latest_step() if step is None else step
     if step is None:
       return None
-    return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    try:
+      return self.manager.restore(
+          step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    except KeyError:  # saved without a config
+      return None
 
   def close(self):
     self.manager.close()

@@ -87,8 +87,8 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
   """Runs updates until `num_updates`; returns (state, metrics of the last update).
 
   `prompts` are token ids of the training problems (their index is the problem id
-  given to `reward_fn`). `state.step` counts optimiser steps: update u ends at
-  step (u + 1) * epochs, which is how a restored run knows where it is.
+  given to `reward_fn`). A checkpoint records the updates done beside the config, so a run
+  resumes at its next update even with another `cfg.epochs` (steps per update).
   """
   width = max(len(p) for p in prompts)
   sampling_config = sampling.SamplingConfig(cfg.max_new_tokens, cfg.temperature, 0, stop_ids)
@@ -99,11 +99,12 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
     raise ValueError(f"problems_per_update={problems_per_update} does not divide over "
                      f"{scale.mesh_size(mesh)} devices; use a multiple of the device count")
   state, ref_params = scale.replicate((state, ref_params), mesh)
+  start = 0
   if checkpoints is not None:
     latest = checkpoints.latest_step()
     if latest is not None and latest > int(state.step):
       state = checkpoints.restore(state, latest)[1]
-  start = int(state.step) // cfg.epochs
+      start = updates_done(checkpoints, cfg.epochs)
   step = functools.partial(rl.rl_step, config=config, loss=cfg.loss,
                           micro_batches=cfg.micro_batches)
   metrics = {}
@@ -130,5 +131,19 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
         log_fn(update + 1, metrics)
       if checkpoints is not None and ((update + 1) % checkpoint_every == 0
                                       or update + 1 == num_updates):
-        checkpoints.save(int(state.step), state, config_to_save)
+        checkpoints.save(int(state.step), state,
+                         dict(config_to_save or {}, **{UPDATES_DONE: update + 1}))
   return state, metrics
+
+
+UPDATES_DONE = "rl_updates_done"
+
+
+def updates_done(checkpoints: Checkpoints, epochs: int) -> int:
+  """The updates an RL run's latest checkpoint holds (0 with none). Checkpoints from before
+  the count was saved give their step / `epochs`, right only for the epochs they ran with."""
+  latest = checkpoints.latest_step()
+  if latest is None:
+    return 0
+  saved = checkpoints.restore_config(latest) or {}
+  return int(saved.get(UPDATES_DONE, latest // epochs))
