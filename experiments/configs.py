@@ -25,12 +25,15 @@ def default_manual_dir() -> str:
   return str(beside_repo) if (beside_repo / "24.csv").is_file() else ""
 
 
-def _model(max_len, d_model, num_layers, num_heads, d_ff, dtype="float32", position="rope"):
+def _model(max_len, d_model, num_layers, num_heads, d_ff, dtype="float32", position="rope",
+           local_heads=0, local_window=32):
   """dtype: the compute dtype, 'float32' or 'bfloat16' (params and logits stay float32).
-  position: 'rope' (rotary, relative) or 'learned' (absolute; runs from before RoPE)."""
+  position: 'rope' (rotary, relative) or 'learned' (absolute; runs from before RoPE).
+  local_heads: heads per layer that see only the last local_window positions (0: none)."""
   return ml_collections.ConfigDict(dict(max_len=max_len, d_model=d_model, num_layers=num_layers,
                                         num_heads=num_heads, d_ff=d_ff, dtype=dtype,
-                                        position=position))
+                                        position=position, local_heads=local_heads,
+                                        local_window=local_window))
 
 
 def _train(steps, batch_size, learning_rate, warmup_steps, checkpoint_every, length,

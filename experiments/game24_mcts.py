@@ -101,17 +101,19 @@ def model_config(tokenizer: Tokenizer, c, flag: str = "model") -> ModelConfig:
   try:
     return ModelConfig(vocab_size=tokenizer.vocab_size, max_len=c.max_len, d_model=c.d_model,
                        num_layers=c.num_layers, num_heads=c.num_heads, d_ff=c.d_ff,
-                       dtype=c.dtype, position=c.position)
+                       dtype=c.dtype, position=c.position, local_heads=c.local_heads,
+                       local_window=c.local_window)
   except ValueError as e:
     raise app.UsageError(f"--config.{flag}: {e}") from None
 
 
 def model_configs(cfg, tokenizer: Tokenizer) -> tuple[ModelConfig, ModelConfig]:
   """(CoT model, Meta-CoT model). With `metacot_sft.init_from_cot` their shapes must agree
-  (the compute dtype may differ: parameters are float32 either way); checked before any work."""
+  (the compute dtype and local heads may differ: neither changes the parameters); checked
+  before any work."""
   cot = model_config(tokenizer, cfg.model)
   metacot = model_config(tokenizer, cfg.metacot_model, "metacot_model")
-  if cfg.metacot_sft.init_from_cot and dataclasses.replace(metacot, dtype=cot.dtype) != cot:
+  if cfg.metacot_sft.init_from_cot and _param_changes(cot, metacot, max_len=True):
     raise app.UsageError(
         "metacot_sft.init_from_cot starts the Meta-CoT model from the CoT model's weights, so "
         f"config.metacot_model needs config.model's shape: got {metacot} and {cot}; make "
@@ -238,7 +240,8 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
 
 
 # Model fields that runs from before they existed used (configs saved then lack them).
-LEGACY_MODEL_DEFAULTS = {"dtype": "float32", "position": "learned"}
+LEGACY_MODEL_DEFAULTS = {"dtype": "float32", "position": "learned", "local_heads": 0,
+                         "local_window": 32}
 
 
 def with_legacy_model_defaults(config: dict) -> dict:
@@ -250,10 +253,12 @@ def with_legacy_model_defaults(config: dict) -> dict:
   return config
 
 
-def _param_changes(then: ModelConfig, now: ModelConfig) -> list[str]:
+def _param_changes(then: ModelConfig, now: ModelConfig, max_len: bool = False) -> list[str]:
   """`field=old value` where `now` changes what the parameters depend on: not the compute
-  dtype, nor max_len between RoPE models (it sizes only the cache)."""
-  skip = {"dtype"} | ({"max_len"} if then.position == now.position == "rope" else set())
+  dtype or the local heads (masks), nor max_len between RoPE models (it sizes only the cache)
+  unless `max_len` asks for it."""
+  skip = {"dtype", "local_heads", "local_window"}
+  skip |= {"max_len"} if then.position == now.position == "rope" and not max_len else set()
   return [f"{f.name}={getattr(then, f.name)}" for f in dataclasses.fields(then)
           if f.name not in skip and getattr(then, f.name) != getattr(now, f.name)]
 

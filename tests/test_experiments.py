@@ -126,11 +126,17 @@ def test_config_check_skips_the_phases_that_do_not_run():
     configs.check(cfg)
 
 
-def test_models_may_differ_in_compute_dtype_only():
+def test_models_may_differ_in_compute_dtype_and_local_heads_only():
   cfg = configs.get_config("quick")
   cfg.model.dtype = "bfloat16"
+  cfg.metacot_model.local_heads = 2  # a mask: the CoT model's weights fit it
   cot, metacot = game24_mcts.model_configs(cfg, Tokenizer())
   assert (cot.dtype, metacot.dtype) == ("bfloat16", "float32")
+  assert (cot.local_heads, metacot.local_heads, metacot.local_window) == (0, 2, 32)
+  cfg.metacot_model.max_len = 2 * cfg.model.max_len
+  with pytest.raises(app.UsageError, match="init_from_cot"):
+    game24_mcts.model_configs(cfg, Tokenizer())
+  cfg.metacot_model.max_len = cfg.model.max_len
   cfg.metacot_model.d_model = 2 * cfg.model.d_model
   with pytest.raises(app.UsageError, match="init_from_cot"):
     game24_mcts.model_configs(cfg, Tokenizer())

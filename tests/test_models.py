@@ -145,6 +145,34 @@ class ForwardTest(chex.TestCase):
       np.testing.assert_array_equal(norms_BxL[:, t + 1:], 0.0)
       assert (norms_BxL[:, :t + 1] > 0).all()
 
+  @parameterized.parameters((4, 3, 5), (2, 3, 0), (4, 32, 0))
+  def test_local_heads_see_only_their_window_by_gradient(self, local_heads, window, blind):
+    """With every head local (window 3, two layers) output 9 reads positions 5-9 only, the
+    earlier ones not at all; with two local heads of four, or a window as long as the row,
+    it reads every earlier position. Local heads add no parameters."""
+    cfg = dataclasses.replace(CFG, local_heads=local_heads, local_window=window)
+    tokens = 3 + np.arange(20, dtype=np.int32).reshape(2, 10)
+
+    def output_9(embedding):
+      params = {**self.params, "embed": {"embedding": embedding}}
+      logits, values, _ = forward(params, cfg, tokens)
+      return logits[:, 9].sum() + values[:, 9].sum()
+
+    norms_BxL = np.abs(np.asarray(jax.grad(output_9)(self.params["embed"]["embedding"]))).sum(
+        -1)[tokens]
+    chex.assert_shape(norms_BxL, (2, 10))
+    np.testing.assert_array_equal(norms_BxL[:, :blind], 0.0)
+    assert (norms_BxL[:, blind:] > 0).all()
+    if window >= CFG.max_len:  # every key inside the window: the plain model's outputs
+      np.testing.assert_allclose(forward(self.params, cfg, tokens)[0],
+                                 forward(self.params, CFG, tokens)[0], atol=1e-6)
+
+  def test_bad_local_heads_are_a_clear_error(self):
+    with pytest.raises(ValueError, match="local_heads must be 0 to num_heads=4, got 5"):
+      dataclasses.replace(CFG, local_heads=5)
+    with pytest.raises(ValueError, match="local_window must be positive, got 0"):
+      dataclasses.replace(CFG, local_heads=1, local_window=0)
+
   @parameterized.parameters("rope", "learned")
   def test_rotary_attention_sees_gaps_not_places(self, position):
     """With RoPE, shifting every position by 9 leaves the outputs as they were: the model
@@ -188,11 +216,12 @@ class ForwardTest(chex.TestCase):
       ModelConfig(vocab_size=61, d_model=12, num_heads=4)
 
 
-@pytest.mark.parametrize("position", ["rope", "learned"])
-def test_kv_cache_matches_full_forward(params, position):
+@pytest.mark.parametrize("position, local_heads", [("rope", 0), ("learned", 0), ("rope", 2)])
+def test_kv_cache_matches_full_forward(params, position, local_heads):
   """Prefill + one token at a time, rows at different depths == one full forward (rotary
-  keys are cached rotated; learned positions are what runs from before RoPE use)."""
-  cfg = dataclasses.replace(CFG, position=position)
+  keys are cached rotated; learned positions are what runs from before RoPE use; local heads
+  mask the cache's slots before their window as the full forward masks those keys)."""
+  cfg = dataclasses.replace(CFG, position=position, local_heads=local_heads, local_window=4)
   if position != CFG.position:
     params = jax.jit(init_params, static_argnums=0)(cfg, jax.random.PRNGKey(3))
   total = 12

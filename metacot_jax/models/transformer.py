@@ -40,6 +40,10 @@ class ModelConfig:
   d_ff: int = 512
   dtype: str = "float32"  # compute dtype ('bfloat16' on GPU/TPU); params and logits stay float32
   position: str = "rope"  # 'rope' (rotary, relative) or 'learned' (absolute embeddings)
+  # the first `local_heads` heads of every layer see only the last `local_window` positions
+  # (their own included); the rest see everything. A mask, no parameters.
+  local_heads: int = 0
+  local_window: int = 32
 
   def __post_init__(self):
     if self.dtype not in ("float32", "bfloat16"):
@@ -51,6 +55,11 @@ class ModelConfig:
     for field in ("vocab_size", "max_len", "d_model", "num_layers", "num_heads", "d_ff"):
       if getattr(self, field) <= 0:
         raise ValueError(f"ModelConfig.{field} must be positive, got {getattr(self, field)}")
+    if not 0 <= self.local_heads <= self.num_heads:
+      raise ValueError(f"ModelConfig.local_heads must be 0 to num_heads={self.num_heads}, got "
+                       f"{self.local_heads}")
+    if self.local_window < 1:
+      raise ValueError(f"ModelConfig.local_window must be positive, got {self.local_window}")
     if self.position == "rope" and self.head_dim % 2:
       raise ValueError(f"rotary positions need an even head size, got d_model / num_heads = "
                        f"{self.head_dim}")
@@ -115,12 +124,17 @@ class Attention(nn.Module):
       values = cache.v_BxHxTxK.at[rows_Bx1, :, positions_BxL].set(v_BxLxHxK)
       cache = KVCache(keys, values)
       key_pos = jnp.broadcast_to(jnp.arange(cfg.max_len), (x_BxLxD.shape[0], cfg.max_len))
-    visible_BxLxT = positions_BxL[:, :, None] >= key_pos[:, None, :]
+    gap_BxLxT = positions_BxL[:, :, None] - key_pos[:, None, :]
+    visible_BxLxT = gap_BxLxT >= 0
     if segments_BxL is not None:  # packed rows (no cache): attend within one's own example
       visible_BxLxT &= segments_BxL[:, :, None] == segments_BxL[:, None, :]
+    visible_Bx1xLxT = visible_BxLxT[:, None]
+    if cfg.local_heads:  # local heads: only the last local_window positions
+      local_Hx1x1 = (jnp.arange(cfg.num_heads) < cfg.local_heads)[:, None, None]
+      visible_Bx1xLxT = visible_Bx1xLxT & ~(local_Hx1x1 & (gap_BxLxT[:, None] >= cfg.local_window))
     scores_BxHxLxT = jnp.einsum("blhk,bhtk->bhlt", q_BxLxHxK, keys) / jnp.sqrt(cfg.head_dim)
     # finfo.min rather than -inf: a fully masked row then stays finite (uniform), never NaN.
-    scores_BxHxLxT = jnp.where(visible_BxLxT[:, None], scores_BxHxLxT,
+    scores_BxHxLxT = jnp.where(visible_Bx1xLxT, scores_BxHxLxT,
                                jnp.finfo(scores_BxHxLxT.dtype).min)
     probs_BxHxLxT = jax.nn.softmax(scores_BxHxLxT.astype(jnp.float32), axis=-1).astype(cfg.dtype)
     out_BxLxHxK = jnp.einsum("bhlt,bhtk->blhk", probs_BxHxLxT, values)
