@@ -442,7 +442,7 @@ def _plot_star(run: RunDir):
     axes[0].set_xlabel("Meta-STaR round")
     axes[0].set_ylabel("test accuracy")
     axes[0].legend()
-  if hard and r.get("amt_hard"):
+  if hard and any(t > 0 for t in r.get("amt_hard") or []):  # none with a computed ranking
     axes[1].scatter(r["amt_hard"][:len(hard["tokens"])], hard["tokens"], s=8)
     axes[1].set_xscale("log")
     axes[1].set_xlabel("human solve time, AMT (s)")
