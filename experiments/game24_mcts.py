@@ -210,10 +210,11 @@ def reinforce(cfg, run: RunDir, name: str, model: ModelConfig, reference, gamma:
   state = scale.replicate(
       create_train_state(None, model, opt, params=jax.tree.map(jnp.copy, reference)), mesh)
   checkpoints = run.checkpoints(name)
-  if updates_done(checkpoints, c.epochs) >= c.updates:
+  done = updates_done(checkpoints, c.epochs)
+  if done >= c.updates:
     state = checkpoints.restore(state)[1]
   else:
-    run.forget_log(name, after_step=updates_done(checkpoints, c.epochs))  # rows count updates
+    run.forget_log(name, after_step=done)  # its rows count updates
     state, _ = train_rl(state, reference, model, rl_cfg, prompts, reward_fn,
                         num_updates=c.updates, problems_per_update=c.problems_per_update,
                         seed=cfg.seed, checkpoints=checkpoints,

@@ -158,8 +158,9 @@ def traced_steps(params, config: ModelConfig, tokenizer: Tokenizer,
         ids += tokenizer.encode(rest + "\n")
         row_spans.append((len(rows), start, len(ids), after_back))
         if after_back:
-          alone = prompt + tokenizer.encode("".join(l + "\n" for l in path_to[state]) + head + "= ")
-          row_paths.append((alone, len(alone), tokenizer.encode(rest + "\n")))
+          path_ids = prompt + tokenizer.encode("".join(l + "\n" for l in path_to[state])
+                                               + head + "= ")
+          row_paths.append((path_ids, len(path_ids), tokenizer.encode(rest + "\n")))
         child = tuple(sorted(countdown.check_step(state, line.text).state))
         path_to.setdefault(child, path_to[state] + [line.text])
         state = child

@@ -99,11 +99,12 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
     raise ValueError(f"problems_per_update={problems_per_update} does not divide over "
                      f"{scale.mesh_size(mesh)} devices; use a multiple of the device count")
   state, ref_params = scale.replicate((state, ref_params), mesh)
-  start = 0
+  start = int(state.step) // cfg.epochs  # a state handed in part way, with no checkpoint
   if checkpoints is not None:
     latest = checkpoints.latest_step()
-    if latest is not None and latest > int(state.step):
-      state = checkpoints.restore(state, latest)[1]
+    if latest is not None and latest >= int(state.step):
+      if latest > int(state.step):
+        state = checkpoints.restore(state, latest)[1]
       start = updates_done(checkpoints, cfg.epochs)
   step = functools.partial(rl.rl_step, config=config, loss=cfg.loss,
                           micro_batches=cfg.micro_batches)
