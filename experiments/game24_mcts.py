@@ -459,9 +459,11 @@ def main(argv):
                          max_num_considered_actions=star_search.num_candidates)
   solved_ever: set[int] = set()
   star_p = train_p[:cfg.star.train_puzzles]
-  # the policy target scores each candidate's choice of step (up to ' = '), not its arithmetic
+  # the policy target scores each candidate's choice of step (up to ' = '), not its arithmetic,
+  # with the search's prior (per-token mean or sum)
   alphazero = functools.partial(alphazero_step, config=metacot_model,
-                                value_weight=cfg.value_weight, choice_id=tokenizer.id_of(" = "))
+                                value_weight=cfg.value_weight, choice_id=tokenizer.id_of(" = "),
+                                mean=star_search.prior == "mean")
   for r in range(1, cfg.star.rounds + 1):
     name = f"star_{r}"
     targets_path = run.path / f"star_{r}_alphazero_targets.npz"

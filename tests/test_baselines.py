@@ -100,6 +100,9 @@ def test_pass_at_k_by_hand():
   assert results.pass_at_k(4, 4, 2) == 1.0
   assert results.pass_at_k(4, 2, 2) == pytest.approx(1 - 1 / 6)  # 1 - C(2,2)/C(4,2)
   assert results.pass_at_k(5, 2, 3) == pytest.approx(0.9)  # 1 - C(3,3)/C(5,3)
+  for n, c, k in [(4, 0, 5), (4, 5, 2), (4, -1, 2), (4, 1, 0)]:  # k past n, c outside 0..n
+    with pytest.raises(ValueError, match=f"n={n}, c={c}, k={k}"):
+      results.pass_at_k(n, c, k)
   assert baselines.default_ks(8) == [1, 2, 4, 8]
   assert baselines.default_ks(6) == [1, 2, 4, 6]
 

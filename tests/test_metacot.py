@@ -689,6 +689,21 @@ class AlphaZeroTest(chex.TestCase):
                                self.variant(_loss)(params, batch)[0], rtol=1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)
+  def test_alphazero_policy_scores_candidates_as_the_search_s_prior(self):
+    """mean=False: the softmax of summed log-probs, as a search with prior='sum' takes them."""
+    _, params, _, _, batch = _searched()
+    loss_fn = self.variant(lambda p, b: alphazero_loss(p, b, MODEL, 0.5, mean=False))
+    _, metrics = loss_fn(params, batch)
+    args = (batch["prefix"], batch["prefix_len"], batch["candidates"], batch["cand_len"])
+    logp_sum = np.asarray(jax.jit(_both_logprobs)(params, *args)[0])
+    log_p = _log_softmax(_masked(logp_sum, batch["cand_valid"]))
+    w = batch["weights"].astype(np.float64)
+    ce = -np.sum(np.where(w > 0, w * log_p, 0.0), 1)
+    np.testing.assert_allclose(metrics["policy_loss"], ce.mean(), rtol=1e-4)
+    _, mean_metrics = self.variant(_loss)(params, batch)
+    assert abs(float(metrics["policy_loss"]) - float(mean_metrics["policy_loss"])) > 1e-3
+
+  @chex.variants(with_jit=True, without_jit=True)
   def test_alphazero_loss_by_hand(self):
     _, params, roots, _, batch = _searched()
     loss, metrics = self.variant(_loss)(params, batch)
@@ -889,6 +904,15 @@ def test_search_traces_from_the_memorizing_model(searched):
     assert facts.steps == len(found[0]) <= MCTS.num_simulations
     backtracks += facts.backtracks
   assert backtracks > 0  # the search explored beside its solutions, and the trace shows it
+
+
+def test_search_traces_reject_play_mode_and_no_problems(searched):
+  problems, params, _, _, _ = searched
+  play = dataclasses.replace(MCTS, mode="play")
+  with pytest.raises(ValueError, match="MCTSConfig.mode must be 'tree', got 'play'"):
+    from_search.search_traces(params, MODEL, TOK, problems, SEARCH, play, batch_size=4, seed=0)
+  with pytest.raises(ValueError, match="no problems"):
+    from_search.search_traces(params, MODEL, TOK, [], SEARCH, MCTS, batch_size=4, seed=0)
 
 
 # ---------------------------------------------------------------------------------------------

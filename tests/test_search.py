@@ -2,6 +2,7 @@
 
 import functools
 import re
+import warnings
 from fractions import Fraction
 
 import chex
@@ -13,7 +14,7 @@ import pytest
 from metacot_jax.data.examples import cot_pairs, sft_arrays
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.models import ModelConfig, init_params
-from metacot_jax.search import mcts, rational, results, step_mdp, step_parser
+from metacot_jax.search import evaluate, mcts, rational, results, step_mdp, step_parser
 from metacot_jax.metacot import evaluate as metacot_eval
 from metacot_jax.models.sampling import SamplingConfig
 from metacot_jax.search.greedy import (final_answer, generate, generations, greedy_accuracy,
@@ -428,6 +429,17 @@ def test_config_errors_are_clear():
     step_mdp.root_nodes(problems, TOK, short, SearchConfig())
 
 
+def test_search_warns_where_values_can_pass_the_checker_s_limit():
+  """The in-search checker computes in int32 and counts values of rational.LIMIT or more as
+  invalid: Game of 24 never reaches it (13**4 < 2**15), Countdown's larger numbers can."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    step_mdp.root_nodes([game24.make("13 13 13 13")], TOK, SMALL, SearchConfig())
+  big = countdown.Countdown.make("25 50 75 100", 100)
+  with pytest.warns(UserWarning, match=r"values of 32768 or more \(product 9375000\)"):
+    step_mdp.root_nodes([big], TOK, SMALL, SearchConfig())
+
+
 def test_mcts_rejects_bad_settings_before_compiling():
   """Lowering only traces: a bad setting fails there, with its message."""
   search = SearchConfig(num_candidates=2)
@@ -438,6 +450,14 @@ def test_mcts_rejects_bad_settings_before_compiling():
     with pytest.raises(ValueError, match="max_num_considered_actions=3 exceeds the 2"):
       mcts.run.lower(params, jax.random.PRNGKey(0), roots, model=SMALL, fmt=FMT,
                      newline_id=TOK.newline_id, search=search, cfg=cfg)
+  # a step format built for other states than the search's
+  wide = SearchConfig(num_candidates=2, max_numbers=8)
+  wide_roots = step_mdp.root_nodes([game24.make("4 5 6 10")], TOK, SMALL, wide)
+  with pytest.raises(ValueError, match="StepFormat.max_numbers=6 differs from SearchConfig"):
+    mcts.run.lower(params, jax.random.PRNGKey(0), wide_roots, model=SMALL, fmt=FMT,
+                   newline_id=TOK.newline_id, search=wide, cfg=MCTSConfig(max_num_considered_actions=2))
+  with pytest.raises(ValueError, match="no problems to search"):
+    evaluate.batched(lambda rng, roots: None, [], TOK, SMALL, search, batch_size=2, seed=0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,7 +79,8 @@ def walk_examples(problems: Sequence[Countdown], walks_per_problem: int, seed: i
 
 def encode(tokenizer: Tokenizer, examples: Sequence[Sequence[Segment]], length: int,
            max_values: int = 8) -> tuple[dict[str, np.ndarray], int]:
-  """Token arrays for `train.sft_step`; examples longer than `length` are left out.
+  """Token arrays for `train.sft_step`; examples longer than `length`, or with more than
+  `max_values` value labels, are left out.
 
   Returns (arrays, number left out). Arrays: tokens [N, L] int32; loss_mask [N, L]
   (weight of predicting tokens[t]; `<eos>` takes the last segment's weight);

@@ -3,8 +3,9 @@
 Node i of an mctx tree was made by simulation i (node 0 is the root), so reading the
 nodes in index order replays the search as it happened: each node is one explored
 step from its parent's state, and a jump to a node whose parent is not the
-current state is a backtrack. Only trees that reached the target are kept
-(Meta-STaR keeps verified runs). Every root also yields an AlphaZero target: the
+current state is a backtrack. Only trees that reached the target are kept, their
+solution path checked by the verifier (Meta-STaR keeps verified runs); search with
+`use_verifier=True`, as the main job does, so that the abandoned steps are legal too. Every root also yields an AlphaZero target: the
 search's action weights over its candidate steps, and its outcome.
 """
 
@@ -65,7 +66,13 @@ def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Se
                   seed: int, value_target: str = "outcome", mesh=None
                   ) -> tuple[list[tuple[int, list[trace.Line]]], dict[str, np.ndarray]]:
   """MCTS on every problem: (problem index, trace) for the verified trees, linearized,
-  and the AlphaZero targets of every root (`train.alphazero.search_targets`)."""
+  and the AlphaZero targets of every root (`train.alphazero.search_targets`). Tree mode
+  only: the trace is one tree, searched once from the root."""
+  if cfg.mode != "tree":
+    raise ValueError(f"search traces come from one tree per problem: MCTSConfig.mode must be "
+                     f"'tree', got {cfg.mode!r}")
+  if not problems:
+    raise ValueError("search_traces got no problems")
   fmt = StepFormat.from_tokenizer(tokenizer, search.max_numbers)
   out, targets = [], []
   for start, chunk, real in fixed_size_chunks(problems, batch_size,

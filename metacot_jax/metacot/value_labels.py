@@ -93,6 +93,11 @@ def prefix_values(params, model: ModelConfig, tokenizer: Tokenizer,
 def random_prefixes(problems: Sequence[Countdown], depth_range: tuple[int, int],
                     rng: np.random.Generator) -> tuple[list[str], list[float], list[float]]:
   """One random legal prefix per problem: (steps text, outcome label, random-policy value)."""
+  low, high = depth_range
+  fewest = min((len(p.numbers) for p in problems), default=high + 1)
+  if not 0 <= low <= high or high > fewest - 1:
+    raise ValueError(f"depth_range {depth_range}: need 0 <= low <= high <= {fewest - 1}, the "
+                     f"steps a problem of {fewest} numbers takes")
   texts, outcome, random_value = [], [], []
   for p in problems:
     state, lines = tuple(sorted(p.initial_state())), []

@@ -26,6 +26,8 @@ def batched(method: Callable[[jax.Array, step_mdp.Node], SearchOutput],
             problems: Sequence[Countdown], tokenizer: Tokenizer, model: ModelConfig,
             search: SearchConfig, *, batch_size: int, seed: int, mesh=None) -> dict:
   """`method(rng, roots) -> SearchOutput` over all problems; returns `results.summarize`."""
+  if not problems:
+    raise ValueError("no problems to search")
   outputs, prompt_lengths = [], []
   for start, chunk, real in fixed_size_chunks(problems, batch_size,
                                                    scale.chunk_size(batch_size, mesh)):

@@ -57,6 +57,9 @@ def summarize(output: SearchOutput, problems: Sequence[Countdown], prompt_length
 
 def pass_at_k(n: int, c: int, k: int) -> float:
   """Unbiased pass@k from n samples with c correct (Chen et al., 2021)."""
+  if not 0 <= c <= n or not 1 <= k <= n:
+    raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}: "
+                     "draw at least k samples per problem")
   if n - c < k:
     return 1.0
   return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))

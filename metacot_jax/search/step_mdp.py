@@ -17,6 +17,8 @@ model wrote after `left:`, and a terminal node's reward is its learned PRM value
 from __future__ import annotations
 
 import dataclasses
+import math
+import warnings
 from typing import Any, NamedTuple, Sequence
 
 import chex
@@ -27,7 +29,7 @@ import numpy as np
 from metacot_jax.data.tokenizer import Tokenizer, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
-from metacot_jax.search import step_parser
+from metacot_jax.search import rational, step_parser
 from metacot_jax.search.step_parser import StepFormat
 from metacot_jax.tasks.countdown import Countdown
 
@@ -64,6 +66,11 @@ class SearchConfig:
                        "need; raise it")
     if max(len(p.numbers) for p in problems) > self.max_numbers:
       raise ValueError(f"problems have more than max_numbers={self.max_numbers} numbers")
+    reach = max(math.prod(max(abs(x), 2) for x in p.numbers) for p in problems)
+    if reach >= rational.LIMIT:
+      warnings.warn(f"these problems' numbers can make values of {rational.LIMIT} or more "
+                    f"(product {reach}); the in-search checker's int32 arithmetic counts such "
+                    "steps as invalid, so searches skip them", stacklevel=3)
     longest = prompt_width + self.max_depth * self.max_step_tokens
     if longest > model.max_len:
       raise ValueError(f"prompt ({prompt_width} tokens) + max_depth x max_step_tokens "
@@ -150,6 +157,10 @@ def expand(params, rng, nodes: Node, *, model: ModelConfig, fmt: StepFormat, new
   never selects them while a valid one exists). Terminal nodes get their value
   only (no candidates, no decode work counted).
   """
+  if fmt.max_numbers != cfg.max_numbers:
+    raise ValueError(f"StepFormat.max_numbers={fmt.max_numbers} differs from SearchConfig."
+                     f"max_numbers={cfg.max_numbers}; build the format with "
+                     "StepFormat.from_tokenizer(tokenizer, cfg.max_numbers)")
   b, k = nodes.length.shape[0], cfg.num_candidates
   chex.assert_shape(nodes.tokens, (b, model.max_len))
   params, value_params = split_params(params)

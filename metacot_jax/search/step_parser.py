@@ -23,7 +23,8 @@ from metacot_jax.search import rational
 NONE, PLUS, MINUS_OP, TIMES, DIVIDE, EQUALS, LEFT, SPACE, RPAREN, NEWLINE = range(10)
 _SEPARATORS = {" + ": PLUS, " - ": MINUS_OP, " * ": TIMES, " / ": DIVIDE, " = ": EQUALS,
                " (left: ": LEFT, " ": SPACE, ")": RPAREN, "\n": NEWLINE}
-MAX_DIGITS = 4  # numbers up to 9999 (rational.LIMIT bounds values anyway)
+MAX_DIGITS = 4  # a number has at most 2 * MAX_DIGITS digits (numerator and denominator together),
+# so it parses within int32; rational.LIMIT then bounds its value
 
 
 @dataclasses.dataclass(frozen=True)

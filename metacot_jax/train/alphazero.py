@@ -1,10 +1,11 @@
 """AlphaZero-style policy improvement: train the LM toward the search's choices.
 
 At a searched node the LM's distribution over its K candidate steps is the softmax
-of their sequence log-probabilities (the prior the search used, see
-`step_mdp.expand`). The policy loss is the cross-entropy from mctx's
-`action_weights` (a stop-gradient target) to that distribution; the value loss is
-binary cross-entropy of the PRM at the node against the search's outcome.
+of their log-probabilities, per-token mean or sum as the search's prior takes them
+(`step_mdp.SearchConfig.prior`), optionally of each step's choice part only
+(`choice_id`). The policy loss is the cross-entropy from mctx's `action_weights`
+(a stop-gradient target) to that distribution; the value loss is binary
+cross-entropy of the PRM at the node against the search's outcome.
 """
 
 from __future__ import annotations
@@ -71,11 +72,14 @@ def search_targets(roots, policy_output, solved_B, value_target: str = "outcome"
           "weights": np.asarray(policy_output.action_weights, np.float32), "outcome": value}
 
 
-def alphazero_loss(params, batch, config: ModelConfig, value_weight: float, choice_id: int = -1):
+def alphazero_loss(params, batch, config: ModelConfig, value_weight: float, choice_id: int = -1,
+                   mean: bool = True):
   """batch: prefix [B, T], prefix_len [B], candidates [B, K, S], cand_len [B, K],
-  cand_valid [B, K], weights [B, K] (mctx action_weights), outcome [B] in [0, 1]."""
+  cand_valid [B, K], weights [B, K] (mctx action_weights), outcome [B] in [0, 1].
+  `mean` and `choice_id` as in `candidate_logprobs` (`mean` = the search's prior is 'mean')."""
   logp_BxK = candidate_logprobs(params, config, batch["prefix"], batch["prefix_len"],
-                                batch["candidates"], batch["cand_len"], choice_id=choice_id)
+                                batch["candidates"], batch["cand_len"], mean=mean,
+                                choice_id=choice_id)
   logits_BxK = jnp.where(batch["cand_valid"], logp_BxK, jnp.finfo(jnp.float32).min)
   target_BxK = jax.lax.stop_gradient(batch["weights"])
   policy_loss = jnp.mean(optax.softmax_cross_entropy(logits_BxK, target_BxK))
@@ -87,14 +91,15 @@ def alphazero_loss(params, batch, config: ModelConfig, value_weight: float, choi
                                                    "value_loss": value_loss}
 
 
-@functools.partial(jax.jit, static_argnames=("config", "value_weight", "choice_id",
+@functools.partial(jax.jit, static_argnames=("config", "value_weight", "choice_id", "mean",
                                              "micro_batches"), donate_argnums=0)
 def alphazero_step(state: TrainState, batch: dict, *, config: ModelConfig,
-                   value_weight: float = 1.0, choice_id: int = -1, micro_batches: int = 1):
-  """One step on `alphazero_loss`; `choice_id` as in `candidate_logprobs`."""
+                   value_weight: float = 1.0, choice_id: int = -1, mean: bool = True,
+                   micro_batches: int = 1):
+  """One step on `alphazero_loss`; `choice_id` and `mean` as in `candidate_logprobs`."""
   # the losses are means over rows and the slices are equal: each slice weighs 1/m
   (loss, metrics), grads = micro_batch_grads(
       lambda p, b: jax.tree.map(lambda x: x / micro_batches,
-                                alphazero_loss(p, b, config, value_weight, choice_id)),
+                                alphazero_loss(p, b, config, value_weight, choice_id, mean)),
       state.params, batch, micro_batches)
   return state.apply_gradients(grads=grads), {**metrics, "loss": loss}
