@@ -65,6 +65,9 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # each DFS trace blurs the solver's value with noise of one of these scales: larger scales,
   # more dead ends and backtracks (default traces: 80 tokens; (0.1, 0.2, 0.4): 53; README)
   c.data.dfs_noise_scales = (0.3, 0.6, 1.0)
+  # shares of the symbolic traces from BFS and from A* (the same noise; the rest are DFS)
+  c.data.bfs_fraction = 0.0
+  c.data.astar_fraction = 0.0
   c.data.loss_variant = "all"  # Meta-CoT loss: 'all' | 'z_only' | 'mask_off_path'
   # several examples to a training row (attention kept inside each): 2-3x the real tokens per
   # row. Every preset packs; only the default's SFT batches were resized for it (star.sft and
@@ -227,6 +230,8 @@ def check(c: ml_collections.ConfigDict) -> None:
   expect(c.data.loss_variant in trace.LOSS_VARIANTS, "data.loss_variant",
          f"choose one of {trace.LOSS_VARIANTS}")
   valid("data.dfs_noise_scales", lambda: round0.check_noise_scales(c.data.dfs_noise_scales))
+  valid("data.bfs_fraction", lambda: round0.check_search_mix(c.data.bfs_fraction,
+                                                             c.data.astar_fraction))
   # the PRM's Monte Carlo completions get eval.max_new_tokens - 30 tokens (room for the prefix)
   expect(whole(c.eval.max_new_tokens) and c.eval.max_new_tokens > 30, "eval.max_new_tokens",
          "must be above 30 (whole solutions; the PRM's completions get 30 fewer)")

@@ -78,6 +78,8 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
     ("data.hard_puzzles", -3, "data.hard_puzzles=-3: must be a whole number >= 1"),
     ("data.loss_variant", "zonly", "data.loss_variant='zonly': choose one of"),
     ("data.dfs_noise_scales", (), "data.dfs_noise_scales: DFS noise scales must be"),
+    ("data.bfs_fraction", 1.5, "data.bfs_fraction: the shares of BFS and A* traces must be"),
+    ("data.astar_fraction", -0.1, "data.bfs_fraction: the shares of BFS and A* traces must"),
     ("eval.max_new_tokens", 30, "eval.max_new_tokens=30: must be above 30"),
     ("eval.batch_size", 0, "eval.batch_size=0: must be a whole number >= 1"),
     ("sft.steps", 0, "sft.steps=0: must be a whole number >= 1"),

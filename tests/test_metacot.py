@@ -81,7 +81,8 @@ def test_symbolic_traces_round_trip_through_parse(value_digits):
       runs = [symbolic.dfs(problem, rng, heuristic=h, max_children=3)
               for h in symbolic.HEURISTICS]
       runs += [symbolic.dfs(problem, rng), symbolic.bfs(problem, rng),
-               symbolic.bfs(problem, rng, beam=3, branch=2, heuristic="closest")]
+               symbolic.bfs(problem, rng, beam=3, branch=2, heuristic="closest"),
+               symbolic.astar(problem, rng), symbolic.astar(problem, rng, heuristic="random")]
       for run in runs:
         if run is None:
           continue
@@ -97,7 +98,7 @@ def test_symbolic_traces_round_trip_through_parse(value_digits):
   assert found >= 30 and backtracked >= 10, (found, backtracked)  # the check has teeth
 
 
-@pytest.mark.parametrize("search", [symbolic.dfs, symbolic.bfs])
+@pytest.mark.parametrize("search", [symbolic.dfs, symbolic.bfs, symbolic.astar])
 def test_symbolic_searches_reject_an_unknown_heuristic(search):
   with pytest.raises(ValueError, match=r"heuristic must be one of \('random', 'closest', "
                      r"'value'\), got 'nearest'"):
@@ -117,13 +118,44 @@ def test_bfs_levels_hold_at_most_beam_states_of_at_most_branch_children_each():
   assert all(parents.count(p) <= 3 for p in set(parents))
 
 
+def test_astar_opens_the_least_cost_frontier_state_across_the_tree():
+  """f = g + h ranks states by the heuristic's cost alone (every solution takes the same
+  steps): with a noiseless value, every state A* opens is solvable until the goal, and with
+  noise it jumps between branches, opening a state other than the last one written."""
+  problems = [game24.make(p) for p in ("4 5 6 10", "1 1 4 6", "2 3 5 12", "1 2 4 7")]
+  for problem in problems:
+    expansions, path = symbolic.astar(problem, np.random.default_rng(0), noise_scale=0.0)
+    opened = list(dict.fromkeys(e.parent for e in expansions))
+    assert all(countdown.is_solvable(s, problem.target) for s in opened), opened
+    assert len(opened) == len(path)  # straight down: one state opened per level
+    assert all(sum(e.parent == s for e in expansions) <= 3 for s in opened)  # branch = 3
+  jumps = 0
+  for seed in range(10):
+    found = symbolic.astar(game24.make("4 5 6 10"), np.random.default_rng(seed), noise_scale=1.0)
+    if found is not None:
+      expansions, _ = found
+      # a jump: a state is opened that is not the child of the line just written
+      jumps += sum(b.parent != a.child and b.parent not in [e.parent for e in expansions[:i]]
+                   for i, (a, b) in enumerate(zip(expansions, expansions[1:]), 1))
+  assert jumps > 0
+  assert symbolic.astar(game24.make("1 1 1 1"), np.random.default_rng(0)) is None  # unsolvable
+
+
 def test_round0_symbolic_traces_parse_to_the_goal():
   problems = ROUND_TRIP_PROBLEMS[:4]
-  out = round0.symbolic_traces(problems, 3, seed=1, bfs_fraction=0.5)
-  assert len(out) >= 6
-  for problem, lines in out:
-    facts = trace.parse(problem, trace.trace_text(lines))
-    assert facts.errors == () and facts.reached_goal and problem.verify(facts.answer).ok
+  for mix in ({"bfs_fraction": 0.5}, {"astar_fraction": 0.5},
+              {"bfs_fraction": 0.3, "astar_fraction": 0.7}):
+    out = round0.symbolic_traces(problems, 3, seed=1, **mix)
+    assert len(out) >= 6
+    for problem, lines in out:
+      facts = trace.parse(problem, trace.trace_text(lines))
+      assert facts.errors == () and facts.reached_goal and problem.verify(facts.answer).ok
+  # with no BFS or A* share, the DFS traces are those of before the mix existed: same stream
+  only_dfs = round0.symbolic_traces(problems, 3, seed=1)
+  assert only_dfs == round0.symbolic_traces(problems, 3, seed=1, astar_fraction=0.0)
+  for bad in ((0.7, 0.5), (-0.1, 0.0), (0.0, 1.5), (True, 0.0)):
+    with pytest.raises(ValueError, match="shares of BFS and A. traces"):
+      round0.symbolic_traces(problems, 1, bfs_fraction=bad[0], astar_fraction=bad[1])
 
 
 def test_dfs_noise_sets_how_often_symbolic_traces_backtrack():

@@ -1,8 +1,8 @@
 """Round-0 Meta-CoT data: symbolic searches on training problems, linearized.
 
 Each problem gets several traces from depth-first searches guided by a blurred
-value (varied noise gives varied order and length) and, optionally, BFS; the
-Meta-STaR loop later replaces them with the model's own verified searches.
+value (varied noise gives varied order and length) and, optionally, BFS and A*;
+the Meta-STaR loop later replaces them with the model's own verified searches.
 """
 
 from __future__ import annotations
@@ -34,22 +34,37 @@ def check_noise_scales(noise_scales: Sequence[float]) -> tuple[float, ...]:
   return scales
 
 
+def check_search_mix(bfs_fraction: float, astar_fraction: float) -> None:
+  """A clear error unless both shares are in [0, 1] and together at most 1 (the rest: DFS)."""
+  shares = (bfs_fraction, astar_fraction)
+  numbers = all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in shares)
+  if not numbers or not all(0 <= f <= 1 for f in shares) or sum(shares) > 1:
+    raise ValueError(f"the shares of BFS and A* traces must be in [0, 1] and sum to at most 1 "
+                     f"(the rest are DFS), got {bfs_fraction!r} and {astar_fraction!r}")
+
+
 def symbolic_traces(problems: Sequence[Countdown], traces_per_problem: int, seed: int = 0, *,
                     noise_scales: Sequence[float] = (0.3, 0.6, 1.0), max_children: int = 3,
-                    bfs_fraction: float = 0.0) -> list[tuple[Countdown, list[trace.Line]]]:
+                    bfs_fraction: float = 0.0, astar_fraction: float = 0.0
+                    ) -> list[tuple[Countdown, list[trace.Line]]]:
   """Successful symbolic searches, `traces_per_problem` tries per problem (failures dropped).
 
-  Each DFS blurs the true solvability with noise of a scale drawn from `noise_scales`:
-  0 walks straight to the goal, larger scales take more dead ends and backtracks.
+  Each search blurs the true solvability with noise of a scale drawn from `noise_scales`:
+  0 walks straight to the goal, larger scales take more dead ends and backtracks. A share
+  `bfs_fraction` of the tries is BFS, `astar_fraction` A*, the rest DFS.
   """
   scales = check_noise_scales(noise_scales)
+  check_search_mix(bfs_fraction, astar_fraction)
   rng = np.random.default_rng(seed)
   out = []
   for problem in problems:
     for _ in range(traces_per_problem):
       noise = float(rng.choice(scales))
-      if rng.random() < bfs_fraction:
+      which = rng.random()
+      if which < bfs_fraction:
         found = symbolic.bfs(problem, rng, noise_scale=noise)
+      elif which < bfs_fraction + astar_fraction:
+        found = symbolic.astar(problem, rng, noise_scale=noise)
       else:
         found = symbolic.dfs(problem, rng, max_children=max_children, noise_scale=noise)
       if found is not None:

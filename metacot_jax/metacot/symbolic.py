@@ -1,13 +1,15 @@
 """Symbolic search procedures that write round-0 Meta-CoT traces (Stream-of-Search style).
 
 They search with simple heuristics instead of an LM, so their traces have varied
-order and length: depth-first search and breadth-first search with a small beam.
-With two numbers left a searcher sees at once whether the target is reachable
-(it writes the finishing step, or backtracks), so dead ends cost one line.
+order and length: depth-first search, breadth-first search with a small beam, and
+A*, whose frontier spans the whole tree. With two numbers left a searcher sees at
+once whether the target is reachable (it writes the finishing step, or
+backtracks), so dead ends cost one line.
 """
 
 from __future__ import annotations
 
+import heapq
 from fractions import Fraction
 
 import numpy as np
@@ -19,17 +21,27 @@ from metacot_jax.tasks.countdown import Countdown
 HEURISTICS = ("random", "closest", "value")
 
 
-def _order(kids, target, heuristic: str, rng: np.random.Generator, noise_scale: float = 0.5):
+def _costs(kids, target, heuristic: str, rng: np.random.Generator, noise_scale: float = 0.5):
+  """How unpromising each child looks, lower first: [len(kids)]."""
   noise = rng.random(len(kids))
   if heuristic == "random":
-    return [kids[i] for i in np.argsort(noise)]
+    return noise
   if heuristic == "value":
     # an imperfect value function: the true solvability, blurred by noise
     solvable = np.array([countdown.is_solvable(c, target) for _, c in kids], float)
-    return [kids[i] for i in np.argsort(-(solvable + noise_scale * rng.standard_normal(len(kids))))]
+    return 1.0 - solvable - noise_scale * rng.standard_normal(len(kids))
   # closest: prefer states holding a number near the target, with noise to vary traces
   dist = [min(abs(float(v) - target) for v in child) / max(target, 1) for _, child in kids]
-  return [kids[i] for i in np.argsort(np.asarray(dist) + 0.5 * noise)]
+  return np.asarray(dist) + 0.5 * noise
+
+
+def _order(kids, target, heuristic: str, rng: np.random.Generator, noise_scale: float = 0.5):
+  return [kids[i] for i in np.argsort(_costs(kids, target, heuristic, rng, noise_scale))]
+
+
+def _check_heuristic(heuristic: str):
+  if heuristic not in HEURISTICS:
+    raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
 
 
 def dfs(problem: Countdown, rng: np.random.Generator, *, heuristic: str = "value",
@@ -39,8 +51,7 @@ def dfs(problem: Countdown, rng: np.random.Generator, *, heuristic: str = "value
 
   `max_children` > 0 tries at most that many children of a state before giving up on it.
   """
-  if heuristic not in HEURISTICS:
-    raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
+  _check_heuristic(heuristic)
   expansions: list[Expansion] = []
   target = problem.target
 
@@ -72,8 +83,7 @@ def bfs(problem: Countdown, rng: np.random.Generator, *, beam: int = 2, branch: 
         heuristic: str = "value", noise_scale: float = 0.5) -> tuple[list[Expansion], list[int]] | None:
   """ToT-style BFS, level by level: each state opens its `branch` children that the heuristic
   puts first; `beam` of those children, drawn at random, make the next level."""
-  if heuristic not in HEURISTICS:
-    raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
+  _check_heuristic(heuristic)
   target = problem.target
   expansions: list[Expansion] = []
   level = [(tuple(sorted(problem.initial_state())), [])]
@@ -92,4 +102,51 @@ def bfs(problem: Countdown, rng: np.random.Generator, *, beam: int = 2, branch: 
         next_level.append((child, path + [len(expansions) - 1]))
     level = ([next_level[i] for i in sorted(rng.permutation(len(next_level))[:beam])]
              if len(next_level) > beam else next_level)
+  return None
+
+
+def astar(problem: Countdown, rng: np.random.Generator, *, branch: int = 3,
+          heuristic: str = "value", noise_scale: float = 0.5, max_expansions: int = 40
+          ) -> tuple[list[Expansion], list[int]] | None:
+  """A* (Searchformer style): always take the frontier step of least f = g + h.
+
+  g counts the steps to the state the step reaches; h the steps left from it (numbers - 1)
+  plus the heuristic's cost of it (`_costs`: about 1 for a state it calls a dead end, 0
+  for a promising one). Every solution takes the same number of steps, so f ranks states
+  by that cost, across the whole tree: the trace jumps between branches where DFS goes
+  deep and BFS level by level. A step is written when it is taken; each state puts its
+  `branch` least-cost steps on the frontier. Among equal f the deeper state goes first
+  (as is usual for A*), then the earlier pushed.
+  """
+  _check_heuristic(heuristic)
+  target = problem.target
+  expansions: list[Expansion] = []
+  frontier: list = []  # (f, -g, push order, parent, step, child, path to the parent)
+  pushed = 0
+
+  def open_state(state, path):
+    nonlocal pushed
+    kids = countdown.successors(state)
+    costs = _costs(kids, target, heuristic, rng, noise_scale)
+    g = len(path) + 1
+    for i in np.argsort(costs, kind="stable")[:branch]:
+      step, child = kids[i]
+      f = g + (len(child) - 1) + float(costs[i])
+      heapq.heappush(frontier, (f, -g, pushed, state, step, child, path))
+      pushed += 1
+
+  open_state(tuple(sorted(problem.initial_state())), [])
+  while frontier and len(expansions) < max_expansions:
+    _, _, _, parent, step, child, path = heapq.heappop(frontier)
+    expansions.append(Expansion(parent, step, child))
+    path = path + [len(expansions) - 1]
+    if len(child) == 2:  # the finishing step is seen at once, or none: a dead end
+      wins = [(s, c) for s, c in countdown.successors(child) if c == (Fraction(target),)]
+      if wins:
+        expansions.append(Expansion(child, wins[0][0], wins[0][1]))
+        return expansions, path + [len(expansions) - 1]
+    elif len(child) > 2:
+      open_state(child, path)
+    elif child == (Fraction(target),):  # a problem of two numbers
+      return expansions, path
   return None
