@@ -63,7 +63,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.data.unsolvable_walks = 4  # arithmetic-only walks per unsolvable multiset (0: none)
   c.data.traces_per_problem = 4  # Meta-CoT: symbolic search traces per puzzle
   # each DFS trace blurs the solver's value with noise of one of these scales: larger scales,
-  # more dead ends and backtracks (default traces: 80 tokens; (0.1, 0.2, 0.4): 53; README)
+  # more dead ends and backtracks (default traces: 80 tokens; (0.1, 0.2, 0.4): 53; docs/experiments.md)
   c.data.dfs_noise_scales = (0.3, 0.6, 1.0)
   # shares of the symbolic traces from BFS and from A* (the same noise; the rest are DFS)
   c.data.bfs_fraction = 0.0
@@ -129,7 +129,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.rl.group_size = 8  # G samples per problem
   # 'grpo' | 'loo'. GRPO divides by the group's spread, so gamma^|Z| changes which samples
   # are preferred, not how fast the policy learns: with 'loo' a small gamma shrinks every
-  # advantage (0.95^85 = 0.013) and RL stalls (README, "RL frontier").
+  # advantage (0.95^85 = 0.013) and RL stalls (docs/experiments.md, "RL frontier").
   c.rl.estimator = "grpo"
   c.rl.clip_eps = 0.2  # PPO clip (0 = plain REINFORCE)
   c.rl.epochs = 1
@@ -139,7 +139,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.rl.problems_per_update = 8
   c.rl.learning_rate = 2e-4
   # the first N training puzzles (ToT's ranking: the easiest first). Indicative, not a
-  # controlled comparison (README): on a GPU, 80 updates on the 300 easiest raised sampled test
+  # controlled comparison (docs/experiments.md): on a GPU, 80 updates on the 300 easiest raised sampled test
   # success but not greedy accuracy; 150 on all 900 raised both.
   c.rl.train_puzzles = 900
   c.rl.checkpoint_every = 10
@@ -230,8 +230,10 @@ def check(c: ml_collections.ConfigDict) -> None:
   expect(c.data.loss_variant in trace.LOSS_VARIANTS, "data.loss_variant",
          f"choose one of {trace.LOSS_VARIANTS}")
   valid("data.dfs_noise_scales", lambda: round0.check_noise_scales(c.data.dfs_noise_scales))
-  valid("data.bfs_fraction", lambda: round0.check_search_mix(c.data.bfs_fraction,
-                                                             c.data.astar_fraction))
+  valid("data.bfs_fraction", lambda: round0.check_search_mix(c.data.bfs_fraction, 0.0))
+  valid("data.astar_fraction", lambda: round0.check_search_mix(0.0, c.data.astar_fraction))
+  valid("data.astar_fraction", lambda: round0.check_search_mix(c.data.bfs_fraction,
+                                                               c.data.astar_fraction))
   # the PRM's Monte Carlo completions get eval.max_new_tokens - 30 tokens (room for the prefix)
   expect(whole(c.eval.max_new_tokens) and c.eval.max_new_tokens > 30, "eval.max_new_tokens",
          "must be above 30 (whole solutions; the PRM's completions get 30 fewer)")

@@ -79,7 +79,8 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
     ("data.loss_variant", "zonly", "data.loss_variant='zonly': choose one of"),
     ("data.dfs_noise_scales", (), "data.dfs_noise_scales: DFS noise scales must be"),
     ("data.bfs_fraction", 1.5, "data.bfs_fraction: the shares of BFS and A* traces must be"),
-    ("data.astar_fraction", -0.1, "data.bfs_fraction: the shares of BFS and A* traces must"),
+    ("data.astar_fraction", -0.1, "data.astar_fraction: the shares of BFS and A* traces"),
+    ("data.astar_fraction", 1.5, "data.astar_fraction: the shares of BFS and A* traces"),
     ("eval.max_new_tokens", 30, "eval.max_new_tokens=30: must be above 30"),
     ("eval.batch_size", 0, "eval.batch_size=0: must be a whole number >= 1"),
     ("sft.steps", 0, "sft.steps=0: must be a whole number >= 1"),
@@ -113,6 +114,16 @@ def test_config_check_names_the_field_of_each_value_a_phase_would_reject(field, 
   with pytest.raises(ValueError) as e:
     configs.check(cfg)
   assert message in str(e.value)
+
+
+def test_config_check_rejects_search_shares_that_sum_past_one():
+  cfg = configs.get_config("default")
+  cfg.data.bfs_fraction, cfg.data.astar_fraction = 0.6, 0.4
+  configs.check(cfg)  # the rest, none, are DFS
+  cfg.data.astar_fraction = 0.6
+  with pytest.raises(ValueError, match=r"data.astar_fraction: .* sum to at most 1 .* got 0.6 "
+                     r"and 0.6"):
+    configs.check(cfg)
 
 
 def test_config_check_skips_the_phases_that_do_not_run():

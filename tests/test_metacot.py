@@ -125,10 +125,8 @@ def test_astar_opens_the_least_cost_frontier_state_across_the_tree():
   problems = [game24.make(p) for p in ("4 5 6 10", "1 1 4 6", "2 3 5 12", "1 2 4 7")]
   for problem in problems:
     expansions, path = symbolic.astar(problem, np.random.default_rng(0), noise_scale=0.0)
-    opened = list(dict.fromkeys(e.parent for e in expansions))
-    assert all(countdown.is_solvable(s, problem.target) for s in opened), opened
-    assert len(opened) == len(path)  # straight down: one state opened per level
-    assert all(sum(e.parent == s for e in expansions) <= 3 for s in opened)  # branch = 3
+    assert path == list(range(len(expansions))) == list(range(3))  # straight down
+    assert all(countdown.is_solvable(e.child, problem.target) for e in expansions)
   jumps = 0
   for seed in range(10):
     found = symbolic.astar(game24.make("4 5 6 10"), np.random.default_rng(seed), noise_scale=1.0)
@@ -139,6 +137,14 @@ def test_astar_opens_the_least_cost_frontier_state_across_the_tree():
                    for i, (a, b) in enumerate(zip(expansions, expansions[1:]), 1))
   assert jumps > 0
   assert symbolic.astar(game24.make("1 1 1 1"), np.random.default_rng(0)) is None  # unsolvable
+  # two numbers: the finishing step at once, whatever the heuristic; at most max_expansions
+  for seed in range(20):
+    assert symbolic.astar(Countdown.make("2 3", 6), np.random.default_rng(seed),
+                          heuristic="random")[0][0].step == "3 * 2 = 6 (left: 6)"
+  for seed in range(20):
+    found = symbolic.astar(game24.make("4 5 6 10"), np.random.default_rng(seed),
+                           heuristic="random", max_expansions=3)
+    assert found is None or len(found[0]) <= 3
 
 
 def test_round0_symbolic_traces_parse_to_the_goal():
@@ -150,9 +156,16 @@ def test_round0_symbolic_traces_parse_to_the_goal():
     for problem, lines in out:
       facts = trace.parse(problem, trace.trace_text(lines))
       assert facts.errors == () and facts.reached_goal and problem.verify(facts.answer).ok
-  # with no BFS or A* share, the DFS traces are those of before the mix existed: same stream
-  only_dfs = round0.symbolic_traces(problems, 3, seed=1)
-  assert only_dfs == round0.symbolic_traces(problems, 3, seed=1, astar_fraction=0.0)
+  # with no BFS or A* share, the traces are DFS's, drawn from the stream as before the mix
+  rng, by_hand = np.random.default_rng(1), []
+  for problem in problems:
+    for _ in range(3):
+      noise = float(rng.choice((0.3, 0.6, 1.0)))
+      rng.random()  # the draw that picks the search
+      found = symbolic.dfs(problem, rng, max_children=3, noise_scale=noise)
+      if found is not None:
+        by_hand.append((problem, trace.linearize(problem, *found)))
+  assert round0.symbolic_traces(problems, 3, seed=1) == by_hand
   for bad in ((0.7, 0.5), (-0.1, 0.0), (0.0, 1.5), (True, 0.0)):
     with pytest.raises(ValueError, match="shares of BFS and A. traces"):
       round0.symbolic_traces(problems, 1, bfs_fraction=bad[0], astar_fraction=bad[1])

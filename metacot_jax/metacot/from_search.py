@@ -5,8 +5,9 @@ nodes in index order replays the search as it happened: each node is one explore
 step from its parent's state, and a jump to a node whose parent is not the
 current state is a backtrack. Only trees that reached the target are kept, their
 solution path checked by the verifier (Meta-STaR keeps verified runs); search with
-`use_verifier=True`, as the main job does, so that the abandoned steps are legal too. Every root also yields an AlphaZero target: the
-search's action weights over its candidate steps, and its outcome.
+`use_verifier=True`, as the main job does, so that the abandoned steps are legal too.
+Every root also yields an AlphaZero target: the search's action weights over its
+candidate steps, and its outcome.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def astar(problem: Countdown, rng: np.random.Generator, *, branch: int = 3,
   by that cost, across the whole tree: the trace jumps between branches where DFS goes
   deep and BFS level by level. A step is written when it is taken; each state puts its
   `branch` least-cost steps on the frontier. Among equal f the deeper state goes first
-  (as is usual for A*), then the earlier pushed.
+  (as is usual for A*), then the earlier pushed. At most `max_expansions` steps are written.
   """
   _check_heuristic(heuristic)
   target = problem.target
@@ -135,18 +135,24 @@ def astar(problem: Countdown, rng: np.random.Generator, *, branch: int = 3,
       heapq.heappush(frontier, (f, -g, pushed, state, step, child, path))
       pushed += 1
 
-  open_state(tuple(sorted(problem.initial_state())), [])
+  def finish(state, path):
+    """With two numbers left the finishing step is seen at once (or there is none)."""
+    wins = [(s, c) for s, c in countdown.successors(state) if c == (Fraction(target),)]
+    if not wins or len(expansions) >= max_expansions:
+      return None
+    expansions.append(Expansion(state, wins[0][0], wins[0][1]))
+    return expansions, path + [len(expansions) - 1]
+
+  root = tuple(sorted(problem.initial_state()))
+  if len(root) <= 2:
+    return finish(root, []) if len(root) == 2 else None
+  open_state(root, [])
   while frontier and len(expansions) < max_expansions:
     _, _, _, parent, step, child, path = heapq.heappop(frontier)
     expansions.append(Expansion(parent, step, child))
     path = path + [len(expansions) - 1]
-    if len(child) == 2:  # the finishing step is seen at once, or none: a dead end
-      wins = [(s, c) for s, c in countdown.successors(child) if c == (Fraction(target),)]
-      if wins:
-        expansions.append(Expansion(child, wins[0][0], wins[0][1]))
-        return expansions, path + [len(expansions) - 1]
-    elif len(child) > 2:
+    if len(child) > 2:
       open_state(child, path)
-    elif child == (Fraction(target),):  # a problem of two numbers
-      return expansions, path
+    elif (found := finish(child, path)) is not None:
+      return found
   return None

@@ -67,10 +67,11 @@ class SearchConfig:
     if max(len(p.numbers) for p in problems) > self.max_numbers:
       raise ValueError(f"problems have more than max_numbers={self.max_numbers} numbers")
     reach = max(math.prod(max(abs(x), 2) for x in p.numbers) for p in problems)
-    if reach >= rational.LIMIT:
+    if self.use_verifier and reach >= rational.LIMIT:
       warnings.warn(f"these problems' numbers can make values of {rational.LIMIT} or more "
-                    f"(product {reach}); the in-search checker's int32 arithmetic counts such "
-                    "steps as invalid, so searches skip them", stacklevel=3)
+                    f"(the product of the numbers, 1s counted as 2, is up to {reach}); the "
+                    "in-search checker's int32 arithmetic counts such steps as invalid, so "
+                    "searches skip them", stacklevel=3)
     longest = prompt_width + self.max_depth * self.max_step_tokens
     if longest > model.max_len:
       raise ValueError(f"prompt ({prompt_width} tokens) + max_depth x max_step_tokens "
