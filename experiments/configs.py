@@ -63,7 +63,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.data.unsolvable_walks = 4  # arithmetic-only walks per unsolvable multiset (0: none)
   c.data.traces_per_problem = 4  # Meta-CoT: symbolic search traces per puzzle
   # each DFS trace blurs the solver's value with noise of one of these scales: larger scales,
-  # more dead ends and backtracks (default traces: 80 tokens; (0.1, 0.2, 0.4): 53; docs/experiments.md)
+  # more dead ends and backtracks (default traces: 80 tokens; (0.1, 0.2, 0.4): 53;
+  # docs/experiments.md)
   c.data.dfs_noise_scales = (0.3, 0.6, 1.0)
   # shares of the symbolic traces from BFS and from A* (the same noise; the rest are DFS)
   c.data.bfs_fraction = 0.0
@@ -139,8 +140,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.rl.problems_per_update = 8
   c.rl.learning_rate = 2e-4
   # the first N training puzzles (ToT's ranking: the easiest first). Indicative, not a
-  # controlled comparison (docs/experiments.md): on a GPU, 80 updates on the 300 easiest raised sampled test
-  # success but not greedy accuracy; 150 on all 900 raised both.
+  # controlled comparison (docs/experiments.md): on a GPU, 80 updates on the 300 easiest raised
+  # sampled test success but not greedy accuracy; 150 on all 900 raised both.
   c.rl.train_puzzles = 900
   c.rl.checkpoint_every = 10
   c.rl.eval_samples = 4  # sampled generations per test puzzle in the RL evaluation
