@@ -458,7 +458,8 @@ def test_mcts_rejects_bad_settings_before_compiling():
   wide_roots = step_mdp.root_nodes([game24.make("4 5 6 10")], TOK, SMALL, wide)
   with pytest.raises(ValueError, match="StepFormat.max_numbers=6 differs from SearchConfig"):
     mcts.run.lower(params, jax.random.PRNGKey(0), wide_roots, model=SMALL, fmt=FMT,
-                   newline_id=TOK.newline_id, search=wide, cfg=MCTSConfig(max_num_considered_actions=2))
+                   newline_id=TOK.newline_id, search=wide,
+                   cfg=MCTSConfig(max_num_considered_actions=2))
   with pytest.raises(ValueError, match="no problems to search"):
     evaluate.batched(lambda rng, roots: None, [], TOK, SMALL, search, batch_size=2, seed=0)
 
