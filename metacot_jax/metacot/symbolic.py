@@ -39,6 +39,14 @@ def _order(kids, target, heuristic: str, rng: np.random.Generator, noise_scale: 
   return [kids[i] for i in np.argsort(_costs(kids, target, heuristic, rng, noise_scale))]
 
 
+def _finishing_step(state, target: int) -> Expansion | None:
+  """From two numbers, the step that makes the target, if any: a searcher sees it at once."""
+  for step, child in countdown.successors(state):
+    if child == (Fraction(target),):
+      return Expansion(state, step, child)
+  return None
+
+
 def _check_heuristic(heuristic: str):
   if heuristic not in HEURISTICS:
     raise ValueError(f"heuristic must be one of {HEURISTICS}, got {heuristic!r}")
@@ -58,14 +66,13 @@ def dfs(problem: Countdown, rng: np.random.Generator, *, heuristic: str = "value
   def visit(state, path) -> list[int] | None:
     if len(expansions) >= max_expansions:
       return None
-    kids = countdown.successors(state)
     if len(state) == 2:
-      wins = [(s, c) for s, c in kids if c == (Fraction(target),)]
-      if not wins:
+      finish = _finishing_step(state, target)
+      if finish is None:
         return None  # seen at once: backtrack
-      expansions.append(Expansion(state, wins[0][0], wins[0][1]))
+      expansions.append(finish)
       return path + [len(expansions) - 1]
-    ordered = _order(kids, target, heuristic, rng, noise_scale)
+    ordered = _order(countdown.successors(state), target, heuristic, rng, noise_scale)
     for step, child in ordered[:max_children or len(ordered)]:
       expansions.append(Expansion(state, step, child))
       found = visit(child, path + [len(expansions) - 1])
@@ -90,13 +97,13 @@ def bfs(problem: Countdown, rng: np.random.Generator, *, beam: int = 2, branch: 
   while level:
     next_level = []
     for state, path in level:
-      kids = countdown.successors(state)
       if len(state) == 2:
-        wins = [(s, c) for s, c in kids if c == (Fraction(target),)]
-        if wins:
-          expansions.append(Expansion(state, wins[0][0], wins[0][1]))
+        finish = _finishing_step(state, target)
+        if finish is not None:
+          expansions.append(finish)
           return expansions, path + [len(expansions) - 1]
         continue
+      kids = countdown.successors(state)
       for step, child in _order(kids, target, heuristic, rng, noise_scale)[:branch]:
         expansions.append(Expansion(state, step, child))
         next_level.append((child, path + [len(expansions) - 1]))
@@ -136,11 +143,10 @@ def astar(problem: Countdown, rng: np.random.Generator, *, branch: int = 3,
       pushed += 1
 
   def finish(state, path):
-    """With two numbers left the finishing step is seen at once (or there is none)."""
-    wins = [(s, c) for s, c in countdown.successors(state) if c == (Fraction(target),)]
-    if not wins or len(expansions) >= max_expansions:
+    step = _finishing_step(state, target)
+    if step is None or len(expansions) >= max_expansions:
       return None
-    expansions.append(Expansion(state, wins[0][0], wins[0][1]))
+    expansions.append(step)
     return expansions, path + [len(expansions) - 1]
 
   root = tuple(sorted(problem.initial_state()))

@@ -101,7 +101,7 @@ def random_prefixes(problems: Sequence[Countdown], depth_range: tuple[int, int],
   texts, outcome, random_value = [], [], []
   for p in problems:
     state, lines = tuple(sorted(p.initial_state())), []
-    for _ in range(rng.integers(depth_range[0], depth_range[1] + 1)):
+    for _ in range(rng.integers(low, high + 1)):
       kids = countdown.successors(state)
       step, state = kids[rng.integers(len(kids))]
       lines.append(step + "\n")
