@@ -267,12 +267,13 @@ def _param_changes(then: ModelConfig, now: ModelConfig, max_len: bool = False) -
 def check_models_unchanged(run: RunDir, cot: ModelConfig, metacot: ModelConfig, tokenizer):
   """A run resumes only with the models that wrote its checkpoints: otherwise one clear error
   before any work that names every field to set, not a failed restore deep inside. Each
-  checkpoint folder holds the config that wrote it; `sft_cot` is the CoT model's, the rest
-  the Meta-CoT model's."""
+  checkpoint folder holds the config that wrote it; `sft_cot` and `sft_cot_matched` are the
+  CoT model's, the rest the Meta-CoT model's."""
   folder = run.path / "checkpoints"
   wanted = {}
   for path in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
-    flag, now = ("model", cot) if path.name == "sft_cot" else ("metacot_model", metacot)
+    flag, now = (("model", cot) if path.name in ("sft_cot", "sft_cot_matched")
+                 else ("metacot_model", metacot))
     checkpoints = run.checkpoints(path.name)
     saved = checkpoints.restore_config()
     checkpoints.close()
@@ -371,10 +372,11 @@ def main(argv):
                    "rows": len(arrays["tokens"]), "fill": examples.fill(arrays)})
     return arrays
 
-  def cot_data():
+  def cot_data(length: int, key: str):
     exs = examples.cot_examples(train_p, cfg.data.max_solutions, cfg.seed) + walks
-    return training_rows(exs, cfg.sft.length, "cot_data")
-  cot_state = sft(cfg, run, "sft_cot", cot_model, cfg.sft, cot_data, mesh)
+    return training_rows(exs, length, key)
+  cot_state = sft(cfg, run, "sft_cot", cot_model, cfg.sft,
+                  lambda: cot_data(cfg.sft.length, "cot_data"), mesh)
   run.save("models", {"cot_params": count_params(cot_state.params)})
 
   # 2. Meta-CoT SFT on symbolic search traces (and the same walks), from the CoT model's
@@ -395,6 +397,17 @@ def main(argv):
                       lambda: metacot_data(symbolic(), "metacot_data"), mesh, init_params=init)
   run.save("models", {**run.results["models"],
                       "metacot_params": count_params(metacot_state.params)})
+  # 2b. The CoT-only baseline gets the Meta-CoT model's budget: metacot_sft's steps, batches
+  # and schedule on CoT data, from the same CoT weights. It is the CoT model from here on.
+  matched = cfg.metacot_sft.init_from_cot and cfg.metacot_sft.matched_cot
+  if matched:
+    cot_state = sft(cfg, run, "sft_cot_matched", cot_model, cfg.metacot_sft,
+                    lambda: cot_data(cfg.metacot_sft.length, "cot_matched_data"), mesh,
+                    init_params=cot_state.params)
+  run.save("models", {**run.results["models"],
+                      "cot_steps": cfg.sft.steps + matched * cfg.metacot_sft.steps,
+                      "metacot_steps": (cfg.sft.steps * cfg.metacot_sft.init_from_cot
+                                        + cfg.metacot_sft.steps)})
 
   # 3. One greedy generation each, no outside search or verifier; then given steps, to
   # tell wrong arithmetic from wrong choices, and traced steps, to tell steps after a backtrack.

@@ -198,6 +198,14 @@ def _lengths(g: dict) -> str:
                     for k in ("mean_tokens_right", "mean_tokens_wrong"))
 
 
+def _budgets(models: dict) -> str:
+  """The SFT steps each model took (runs from before they were recorded: nothing)."""
+  if "cot_steps" not in models:
+    return ""
+  return (f"; SFT steps from scratch: CoT {models['cot_steps']:,}, Meta-CoT "
+          f"{models['metacot_steps']:,}")
+
+
 def write(run: RunDir):
   r = run.results
   models = r.get("models", {})
@@ -207,8 +215,8 @@ def write(run: RunDir):
            f"(`tot` = Tree of Thoughts' 24.csv); test = ranks 901-1000 ({r['data']['test']} "
            f"used), hard = ranks 1001-1362 ({r['data']['hard']} used). Models: CoT "
            f"{models.get('cot_params', 0):,} parameters, Meta-CoT "
-           f"{models.get('metacot_params', 0):,}. Batches split over {dev['count']} "
-           f"{dev['kind']} device(s) in {dev['processes']} process(es).", ""]
+           f"{models.get('metacot_params', 0):,}{_budgets(models)}. Batches split over "
+           f"{dev['count']} {dev['kind']} device(s) in {dev['processes']} process(es).", ""]
   if r.get("config_changes"):
     lines += ["Resumed with a changed config; phases finished before the change used the old "
               "values: " + "; ".join(f"`{c}`" for c in r["config_changes"]) + ".", ""]

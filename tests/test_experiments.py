@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import jax
+import ml_collections
 import numpy as np
 import pytest
 from absl import app
@@ -17,6 +19,7 @@ from experiments import configs, game24_mcts, report, sweep
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import evaluate
 from metacot_jax.runs import RunDir
+from metacot_jax.train.state import OptimizerConfig, create_train_state
 from tests.processes import run_hosts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -388,6 +391,40 @@ def test_main_job_scores_traced_steps_after_backtracks_apart(tiny_workdir, tiny_
           f"({t['after_backtrack_from_path']:.1%} of them below only the prompt and the path") in (
       tiny_workdir / "report.md").read_text()
   assert tiny_results["config"]["model"]["position"] == "rope"
+
+
+def test_cot_baseline_trains_to_the_meta_cot_budget(tiny_workdir, tiny_results):
+  """The CoT-only model continues from the CoT weights for metacot_sft's steps on CoT data,
+  so both models take as many SFT steps; it is the CoT model every later phase uses."""
+  cfg = tiny_results["config"]
+  steps = cfg["sft"]["steps"] + cfg["metacot_sft"]["steps"]
+  assert cfg["metacot_sft"]["matched_cot"] and cfg["metacot_sft"]["init_from_cot"]
+  assert tiny_results["models"]["cot_steps"] == tiny_results["models"]["metacot_steps"] == steps
+  assert f"SFT steps from scratch: CoT {steps:,}, Meta-CoT {steps:,}" in (
+      tiny_workdir / "report.md").read_text()
+  data = tiny_results["cot_matched_data"]
+  assert data["examples"] == tiny_results["cot_data"]["examples"] and data["rows"] > 0
+  logged = [json.loads(l) for l in (tiny_workdir / "metrics.jsonl").read_text().splitlines()]
+  assert max(r["step"] for r in logged if r["phase"] == "sft_cot_matched") == (
+      cfg["metacot_sft"]["steps"])
+
+  tok, config = Tokenizer(), ml_collections.ConfigDict(cfg)
+  model, _ = game24_mcts.model_configs(config, tok)
+  run = RunDir(tiny_workdir)
+  params = {}
+  for name in ("sft_cot", "sft_cot_matched"):
+    checkpoints = run.checkpoints(name)
+    state = create_train_state(jax.random.PRNGKey(0), model, OptimizerConfig(1e-3, 1, 10))
+    params[name] = checkpoints.restore(state)[1].params
+    checkpoints.close()
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
+                                       params["sft_cot"], params["sft_cot_matched"]))
+  assert max(moved) > 0  # the continuation trained
+  problems, _, _ = game24_mcts.load_problems(config, run)
+  greedy = evaluate.in_context(params["sft_cot_matched"], model, tok, problems["test"],
+                               batch_size=cfg["eval"]["batch_size"])
+  assert greedy["tokens"] == tiny_results["greedy/cot/test"]["tokens"]
+  assert greedy["correct"] == tiny_results["greedy/cot/test"]["correct"]
 
 
 def test_main_job_packs_its_training_rows(tiny_results):
