@@ -1,7 +1,7 @@
 """Presets of the main job as `ml_collections.ConfigDict`s.
 
 `quick` runs in a few minutes on a 2-core CPU (CI), `default` is the laptop run
-of the README (at most 30 minutes on 2 cores), `full` is sized for one GPU or
+of the README (about 35 minutes on 2 cores), `full` is sized for one GPU or
 TPU host. Every field can be overridden on the command line, e.g.
 `--config.search.num_candidates=8`.
 """
