@@ -388,10 +388,10 @@ def main(argv):
     return training_rows(exs + walks, cfg.metacot_sft.length, key, traces=len(traces),
                          mean_trace_tokens=float(np.mean(lengths)) if lengths else 0.0)
 
-  symbolic = lambda: round0.symbolic_traces(train_p, cfg.data.traces_per_problem, cfg.seed,
-                                            noise_scales=cfg.data.dfs_noise_scales,
-                                            bfs_fraction=cfg.data.bfs_fraction,
-                                            astar_fraction=cfg.data.astar_fraction)
+  # seeded, so the same traces each call: built once for Meta-CoT SFT and each round's mix
+  symbolic = functools.cache(lambda: round0.symbolic_traces(
+      train_p, cfg.data.traces_per_problem, cfg.seed, noise_scales=cfg.data.dfs_noise_scales,
+      bfs_fraction=cfg.data.bfs_fraction, astar_fraction=cfg.data.astar_fraction))
   init = cot_state.params if cfg.metacot_sft.init_from_cot else None
   metacot_state = sft(cfg, run, "sft_metacot", metacot_model, cfg.metacot_sft,
                       lambda: metacot_data(symbolic(), "metacot_data"), mesh, init_params=init)

@@ -218,6 +218,17 @@ def test_every_preset_passes_the_checks_made_before_work(preset):
   assert cot.dtype == metacot.dtype == ("bfloat16" if preset == "full" else "float32")
 
 
+def test_long_preset_is_the_default_trained_longer_on_more_traces():
+  """Only Meta-CoT's steps and traces change, so the CoT baseline still follows its budget."""
+  default, long = configs.get_config("default").to_dict(), configs.get_config("long").to_dict()
+  assert long["data"].pop("traces_per_problem") == 16 > default["data"].pop("traces_per_problem")
+  assert long["metacot_sft"].pop("steps") == 3 * default["metacot_sft"].pop("steps")
+  assert long["metacot_sft"].pop("checkpoint_every") == 1500
+  del default["metacot_sft"]["checkpoint_every"]
+  assert {**long, "preset": "default"} == default
+  assert long["metacot_sft"]["matched_cot"] and long["metacot_sft"]["init_from_cot"]
+
+
 def _stable(results):
   """results.json without fields that legitimately differ between runs."""
   return {k: v for k, v in results.items() if k not in ("config", "seconds")}
