@@ -181,10 +181,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   elif preset == "long":
     # The 1.1M models' best measured config. Meta-CoT keeps gaining from steps and fresh
     # traces where CoT, whose clean solutions are few, stops: 4,500 Meta-CoT steps on 16
-    # traces per puzzle gave 40% and 36% greedy on the test split (seeds 0 and 1) against 30%
-    # and 28% on the default's 4, and the CoT baseline at the same 7,200 steps 19% both times.
-    # At the default's 1,500 steps 16 traces gained nothing over seeds (34% and 22% against
-    # 26% and 24%). docs/experiments.md
+    # traces per puzzle gave 40%, 36% and 38% greedy on the test split (seeds 0-2) against
+    # 30%, 28% and 30% on the default's 4, and the CoT baseline at the same 7,200 steps 19%,
+    # 19% and 25%. At the default's 1,500 steps 16 traces gained nothing over seeds (34% and
+    # 22% against 26% and 24%). docs/experiments.md
     c.data.traces_per_problem = 16
     c.metacot_sft.steps, c.metacot_sft.checkpoint_every = 4500, 1500
   elif preset == "full":
