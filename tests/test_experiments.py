@@ -219,9 +219,11 @@ def test_every_preset_passes_the_checks_made_before_work(preset):
 
 
 def test_long_preset_is_the_default_trained_longer_on_more_traces():
-  """Only Meta-CoT's steps and traces change, so the CoT baseline still follows its budget."""
+  """Only Meta-CoT's steps and traces and Meta-STaR's searched puzzles change, so the CoT
+  baseline still follows its budget."""
   default, long = configs.get_config("default").to_dict(), configs.get_config("long").to_dict()
   assert long["data"].pop("traces_per_problem") == 16 > default["data"].pop("traces_per_problem")
+  assert long["star"].pop("train_puzzles") == 300 > default["star"].pop("train_puzzles")
   assert long["metacot_sft"].pop("steps") == 3 * default["metacot_sft"].pop("steps")
   assert long["metacot_sft"].pop("checkpoint_every") == 1500
   del default["metacot_sft"]["checkpoint_every"]
