@@ -234,7 +234,7 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
                                  samples=cfg.rl.eval_samples,
                                  max_new_tokens=cfg.rl.max_new_tokens,
                                  rng=jax.random.PRNGKey(cfg.seed), mesh=mesh)
-  keep = ("accuracy", "mean_tokens", "mean_steps", "mean_backtracks", "illegal_step_rate",
+  keep = ("accuracy", "correct", "mean_tokens", "mean_steps", "mean_backtracks", "illegal_step_rate",
           "solved_after_backtrack_rate", "mean_tokens_right", "mean_tokens_wrong",
           "cut_off_rate", "cut_off_legal_rate", "first_error_kinds", "example")
   return {k: greedy[k] for k in keep} | sampled
@@ -512,10 +512,15 @@ def main(argv):
               "train_solved_by_search": len(solved),
               "newly_solved": len(set(solved) - solved_ever) if r > 1 else len(solved)}
     result = run.phase(f"star/{r}", round_result)
+    # the hard split too: 362 more puzzles to tell a round's change from noise
+    hard = run.phase(f"star/{r}/hard", lambda: {
+        k: v for k, v in metacot_eval.in_context(
+            state.params, metacot_model, tokenizer, hard_p, batch_size=cfg.eval.batch_size,
+            mesh=mesh).items() if k in ("accuracy", "correct", "mean_tokens")})
     solved_ever |= set(solved)
-    print(f"Meta-STaR round {r}: greedy test {result['greedy_test']:.1%}, "
-          f"{result['train_solved_by_search']} train puzzles solved by search "
-          f"({result['newly_solved']} new)")
+    print(f"Meta-STaR round {r}: greedy test {result['greedy_test']:.1%}, hard "
+          f"{hard['accuracy']:.1%}, {result['train_solved_by_search']} train puzzles solved by "
+          f"search ({result['newly_solved']} new)")
 
   # TS-LLM's table: MCTS accuracy for every (policy_i, value_j) pair of rounds.
   for i, policy in enumerate(policies):

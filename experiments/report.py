@@ -157,12 +157,14 @@ def _gap(a: dict, b: dict) -> str:
   return ", " + paired_gap(a, b)
 
 
-def star_changes(r: dict) -> list[str]:
-  """Each Meta-STaR round's greedy test accuracy against the round before (round 1 against
-  the Meta-CoT SFT model), paired; '-' where a round kept no per-puzzle results."""
-  before, out = r.get("greedy/metacot/test", {}).get("correct"), []
+def star_changes(r: dict, split: str = "test") -> list[str]:
+  """Each Meta-STaR round's greedy accuracy on `split` ('test' or 'hard') against the round
+  before (round 1 against the Meta-CoT SFT model), paired; '-' where a round kept no
+  per-puzzle results (or, on the hard split, was not evaluated there)."""
+  before, out = r.get(f"greedy/metacot/{split}", {}).get("correct"), []
   for i in _star_rounds(r):
-    now = r[f"star/{i}"].get("greedy_correct")
+    now = (r[f"star/{i}"].get("greedy_correct") if split == "test"
+           else r.get(f"star/{i}/{split}", {}).get("correct"))
     out.append(_gap({"correct": now}, {"correct": before}).removeprefix(", ") or "-")
     before = now
   return out
@@ -323,13 +325,15 @@ def write(run: RunDir):
   if rounds:
     lines += ["", "## Meta-STaR rounds (Meta-CoT model; MCTS with the verifier on train puzzles)",
               "", "| round | greedy test accuracy | change from the round before (round 1: from "
-              "the Meta-CoT SFT model) | train puzzles solved by search | newly solved | traces "
-              "| mean trace tokens |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for i, gap in zip(rounds, star_changes(r)):
+              "the Meta-CoT SFT model) | greedy hard accuracy | change on the hard split | "
+              "train puzzles solved by search | newly solved | traces | mean trace tokens |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for i, gap, hard_gap in zip(rounds, star_changes(r), star_changes(r, "hard")):
       s, d = r[f"star/{i}"], r.get(f"star/{i}/data", {})
-      lines.append(f"| {i} | {s['greedy_test']:.1%} | {gap} | {s['train_solved_by_search']} | "
-                   f"{s['newly_solved']} | {d.get('traces', '-')} | "
-                   f"{d.get('mean_trace_tokens', 0):.0f} |")
+      hard = r.get(f"star/{i}/hard", {}).get("accuracy")
+      lines.append(f"| {i} | {s['greedy_test']:.1%} | {gap} | {fmt(hard, True)} | {hard_gap} | "
+                   f"{s['train_solved_by_search']} | {s['newly_solved']} | "
+                   f"{d.get('traces', '-')} | {d.get('mean_trace_tokens', 0):.0f} |")
     n = len(rounds) + 1
     lines += ["", f"MCTS accuracy on the first {r['config']['star'].get('pairs_puzzles', 100)} "
               "test puzzles with policy_i (rows) and value_j (columns), as TS-LLM's "
@@ -348,13 +352,15 @@ def write(run: RunDir):
               f"{c['clip_eps']}, {c['updates']} updates of {c['problems_per_update']} train "
               f"puzzles. Test split: one greedy generation, and {c['eval_samples']} samples per "
               "puzzle at temperature 1.", "",
-              "| policy | greedy accuracy | solved after a backtrack | greedy tokens (right / "
-              "wrong) | greedy cut off by the length limit | illegal-step rate | sampled success | "
-              "sampled pass@k | trace tokens (sampled) |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| policy | greedy accuracy | change from gamma = 1 | solved after a backtrack | "
+              "greedy tokens (right / wrong) | greedy cut off by the length limit | illegal-step "
+              "rate | sampled success | sampled pass@k | trace tokens (sampled) |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    base = dict(rl_rows).get("1.0", {})
     for g, m in rl_rows:
       label = g if g == "reference" else f"gamma = {g}"
-      lines.append(f"| {label} | {m['accuracy']:.1%} | "
+      change = _gap(m, base).removeprefix(", ") if g != "1.0" else ""
+      lines.append(f"| {label} | {m['accuracy']:.1%} | {change or '-'} | "
                    f"{_share(m, 'solved_after_backtrack_rate', '.1%')} | "
                    f"{m['mean_tokens']:.0f} ({_lengths(m)}) | {_share(m, 'cut_off_rate', '.0%')} | "
                    f"{m['illegal_step_rate']:.0%} | {m['success_rate']:.1%} | "
@@ -445,10 +451,15 @@ def _plot_star(run: RunDir):
                                                          for i in rounds]
     mcts = [r.get(f"star/pairs/{i}/{i}") for i in [0] + rounds]
     axes[0].plot(range(len(greedy)), greedy, marker="o", label="greedy (in-context)")
+    greedy_hard = [hard and hard["accuracy"]] + [r.get(f"star/{i}/hard", {}).get("accuracy")
+                                                 for i in rounds]
+    if all(g is not None for g in greedy_hard):
+      axes[0].plot(range(len(greedy_hard)), greedy_hard, marker="^",
+                   label="greedy (in-context), hard split")
     if all(m is not None for m in mcts):
       axes[0].plot(range(len(mcts)), mcts, marker="s", label="MCTS")
     axes[0].set_xlabel("Meta-STaR round")
-    axes[0].set_ylabel("test accuracy")
+    axes[0].set_ylabel("accuracy (test split unless marked)")
     axes[0].legend()
   if hard and any(t > 0 for t in r.get("amt_hard") or []):  # none with a computed ranking
     axes[1].scatter(r["amt_hard"][:len(hard["tokens"])], hard["tokens"], s=8)

@@ -370,6 +370,12 @@ def test_report_gaps_by_hand():
   results["star/2"]["greedy_correct"] = cot  # unchanged from round 1: no interval to give
   assert report.star_changes(results)[1:] == ["+0.0 points (alike on every puzzle: no "
                                               "interval)"] * 2
+  # the hard split pairs each round's `star/<r>/hard` with the one before, as the test split
+  results |= {"greedy/metacot/hard": {"accuracy": 0.25, "correct": cot},
+              "star/1/hard": {"accuracy": 0.5, "correct": meta},  # round 2 was not evaluated
+              "star/3/hard": {"accuracy": 0.5, "correct": meta}}
+  assert report.star_changes(results, "hard") == [
+      f"+25.0 points (95% interval {100 * low:+.1f} to {100 * high:+.1f})", "-", "-"]
 
 
 def test_report_gives_intervals_and_the_paired_gap(tiny_workdir, tiny_results):
@@ -387,7 +393,18 @@ def test_report_gives_intervals_and_the_paired_gap(tiny_workdir, tiny_results):
   assert len(star["greedy_correct"]) == len(meta["correct"])
   change = report.star_changes(tiny_results)[0]
   assert change.startswith(f"{100 * (star['greedy_test'] - meta['accuracy']):+.1f} points (")
-  assert f"| 1 | {star['greedy_test']:.1%} | {change} |" in text
+  hard, hard_before = tiny_results["star/1/hard"], tiny_results["greedy/metacot/hard"]
+  assert len(hard["correct"]) == len(hard_before["correct"]) == tiny_results["data"]["hard"]
+  assert np.mean(hard["correct"]) == hard["accuracy"]
+  hard_change = report.star_changes(tiny_results, "hard")[0]
+  assert hard_change.startswith(
+      f"{100 * (hard['accuracy'] - hard_before['accuracy']):+.1f} points")
+  assert (f"| 1 | {star['greedy_test']:.1%} | {change} | {hard['accuracy']:.1%} | "
+          f"{hard_change} |") in text
+  rl, rl_base = tiny_results["rl/0.99"], tiny_results["rl/1.0"]  # each gamma against gamma 1
+  rl_change = report._gap(rl, rl_base).removeprefix(", ")  # pylint: disable=protected-access
+  assert rl_change.startswith(f"{100 * (rl['accuracy'] - rl_base['accuracy']):+.1f} points")
+  assert f"| gamma = 0.99 | {rl['accuracy']:.1%} | {rl_change} |" in text
   before = {k: {f: x for f, x in v.items() if f != "correct"} if k.startswith("greedy/") else v
             for k, v in tiny_results.items()}  # a run that kept no per-puzzle results
   rows = {target: measured for target, measured, _ in report.targets(before)}
