@@ -120,6 +120,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.star.pairs_puzzles = 50  # the (policy_i, value_j) table is measured on the first N test
   c.star.from_previous = True  # fine-tune the previous round's weights (else the round-0 model)
   c.star.keep_round0 = True  # mix the symbolic traces into every round
+  # the searches' traces: 'simulation' (as MCTS ran) or 'depth_first' (as the symbolic ones)
+  c.star.trace_order = "simulation"
   c.star.sft = _train(150, 32, 5e-4, 15, 75, 192)
   # AlphaZero steps after each round's SFT: policy toward mctx's action weights at the
   # searched roots, value toward 'outcome' (verified answer found) or 'q' (root Q-value).
@@ -227,6 +229,7 @@ def check(c: ml_collections.ConfigDict) -> None:
   from metacot_jax.metacot import round0, trace
   from metacot_jax.search.mcts import MCTSConfig
   from metacot_jax.search.step_mdp import SearchConfig
+  from metacot_jax.metacot.from_search import TRACE_ORDERS
   from metacot_jax.train.alphazero import VALUE_TARGETS
   from metacot_jax.train.rl import RLConfig
   from metacot_jax.train.state import OptimizerConfig
@@ -295,6 +298,8 @@ def check(c: ml_collections.ConfigDict) -> None:
                                                  max_num_considered_actions=k))
     expect(c.star.value_target in VALUE_TARGETS, "star.value_target",
            f"choose one of {VALUE_TARGETS}")
+    expect(c.star.trace_order in TRACE_ORDERS, "star.trace_order",
+           f"choose one of {TRACE_ORDERS}")
   if c.rl.gammas:
     for field in ("rl.updates", "rl.problems_per_update", "rl.train_puzzles",
                   "rl.checkpoint_every", "rl.eval_samples"):

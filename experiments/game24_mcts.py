@@ -487,7 +487,7 @@ def main(argv):
       found, targets = from_search.search_traces(
           policies[-1], metacot_model, tokenizer, star_p, star_search, star_mcts,
           batch_size=cfg.search.batch_size, seed=cfg.seed + r,
-          value_target=cfg.star.value_target, mesh=mesh)
+          value_target=cfg.star.value_target, order=cfg.star.trace_order, mesh=mesh)
       # before the SFT starts: a resumed round finds it
       scale.on_primary(lambda: np.savez(targets_path, **targets))
       run.save(f"star/{r}/solved", [i for i, _ in found])

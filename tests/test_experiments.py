@@ -97,6 +97,8 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
     ("search.prior", "max", "--config.search: prior must be 'mean' or 'sum'"),
     ("baselines.beam_widths", (1, 0), "baselines.beam_widths=(1, 0): each must be"),
     ("star.value_target", "x", "star.value_target='x': choose one of ('outcome', 'q')"),
+    ("star.trace_order", "bfs", "star.trace_order='bfs': choose one of ('simulation', "
+     "'depth_first')"),
     ("star.simulations", 0, "--config.star.simulations: num_simulations must be at least 1"),
     ("star.train_puzzles", 0, "star.train_puzzles=0"),
     ("rl.estimator", "ppo", "--config.rl: estimator must be one of ('loo', 'grpo')"),

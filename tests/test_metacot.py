@@ -908,6 +908,55 @@ def test_tree_expansions_replay_the_simulations():
   assert (facts.steps, facts.backtracks, facts.errors, facts.reached_goal) == (6, 3, (), True)
 
 
+def test_tree_expansions_in_depth_first_order():
+  """The same tree written as a depth-first search: each abandoned branch whole, then the
+  path to the goal, with one backtrack where the simulations made three."""
+  problem = game24.make("4 5 6 10")
+  nodes, parents = _node_arrays(problem, FAKE_TREE)
+  expansions, path = from_search.tree_expansions(problem, TOK, nodes, parents, "depth_first")
+  assert [e.step for e in expansions] == [FAKE_TREE[i - 1][1] for i in [1, 4, 5, 3, 7, 8]]
+  assert sorted(expansions, key=str) == sorted(
+      from_search.tree_expansions(problem, TOK, nodes, parents)[0], key=str)
+  assert path == [3, 4, 5]
+  lines = trace.linearize(problem, expansions, path)
+  assert [l.text for l in lines] == [
+      "5 + 4 = 9 (left: 6 9 10)", "10 - 9 = 1 (left: 1 6)", "6 - 1 = 5 (left: 5)",
+      "back to 4 5 6 10", "10 - 4 = 6 (left: 5 6 6)", "6 * 5 = 30 (left: 6 30)",
+      "30 - 6 = 24 (left: 24)", "Answer: (6 * 5) - (10 - 4) = 24"]
+  assert [l.tag for l in lines[:3]] == [trace.OFF_PATH] * 3
+  facts = trace.parse(problem, trace.trace_text(lines))
+  assert (facts.steps, facts.backtracks, facts.errors, facts.reached_goal) == (6, 1, (), True)
+  with pytest.raises(ValueError, match="unknown trace order 'bfs'"):
+    from_search.tree_expansions(problem, TOK, nodes, parents, "bfs")
+
+
+def test_depth_first_order_by_hand():
+  # 0 and 2 start from the initial state; 1 and 4 from 0's child, 3 from 1's, 5 and 6 from 2's
+  assert trace.depth_first([-1, 0, -1, 1, 0, 2, 2], solution_path=[2, 6]) == [0, 1, 3, 4, 2,
+                                                                                 5, 6]
+  # the path's child goes last among its siblings, whatever its place among them
+  assert trace.depth_first([-1, -1, 0, 0], solution_path=[0, 2]) == [1, 0, 3, 2]
+  assert trace.depth_first([], solution_path=[]) == []
+
+
+def test_tree_expansions_skip_what_lies_below_a_skipped_node():
+  """A step from a state the trace never reached would name it in a `back to` line."""
+  problem = game24.make("4 5 6 10")
+  tree = [(0, "5 + 4 = 9 (left: 6 9 10)", True, False, 0.4),  # 1: terminal
+          (1, "10 - 9 = 1 (left: 1 6)", False, False, 0.1),  # 2: below a terminal: skipped
+          (2, "6 - 1 = 5 (left: 5)", True, True, 0.0),  # 3: below 2: skipped as well
+          (0, "10 - 4 = 6 (left: 5 6 6)", False, False, 0.8),
+          (4, "6 * 5 = 30 (left: 6 30)", False, False, 0.9),
+          (5, "30 - 6 = 24 (left: 24)", True, True, 1.0)]
+  nodes, parents = _node_arrays(problem, tree)
+  for order in from_search.TRACE_ORDERS:
+    expansions, path = from_search.tree_expansions(problem, TOK, nodes, parents, order)
+    assert [e.step for e in expansions] == [tree[i - 1][1] for i in [1, 4, 5, 6]], order
+    assert path == [1, 2, 3]
+    facts = trace.parse(problem, trace.trace_text(trace.linearize(problem, expansions, path)))
+    assert facts.errors == () and facts.reached_goal, order
+
+
 def test_tree_expansions_none_without_the_target():
   problem = game24.make("4 5 6 10")
   unsolved = FAKE_TREE[:7] + [(-1, None, False, False, 0.0)] * 4  # the goal node never made

@@ -28,26 +28,38 @@ from metacot_jax.tasks.countdown import Countdown
 from metacot_jax.train import alphazero
 
 
+# how a searched tree is written out: as the search ran, or as a depth-first search
+TRACE_ORDERS = ("simulation", "depth_first")
+
+
 def _state(node_state, count) -> tuple[Fraction, ...]:
   return tuple(sorted(Fraction(int(n), int(d)) for n, d in node_state[:int(count)]))
 
 
 def tree_expansions(problem: Countdown, tokenizer: Tokenizer, nodes: step_mdp.Node,
-                    parents: np.ndarray) -> tuple[list[trace.Expansion], list[int]] | None:
-  """(expansions in simulation order, solution path) of one problem's tree, or None.
+                    parents: np.ndarray, order: str = "simulation"
+                    ) -> tuple[list[trace.Expansion], list[int]] | None:
+  """(expansions, solution path) of one problem's tree, or None.
 
   `nodes` holds one problem's tree embeddings ([S+1] leading axis), `parents` [S+1].
-  Dead candidates (nothing appended) and nodes below terminal ones are skipped.
+  Dead candidates (nothing appended) and nodes below terminal ones are skipped. `order`
+  (one of TRACE_ORDERS): the explored prefix up to the goal in simulation order, or the
+  same expansions in depth-first order (`trace.depth_first`).
   """
-  expansions, index_of, solved_at = [], {}, None
+  if order not in TRACE_ORDERS:
+    raise ValueError(f"unknown trace order {order!r}; choose one of {TRACE_ORDERS}")
+  expansions, parent_of, index_of, solved_at = [], [], {}, None
   for i in range(1, len(parents)):
     p = int(parents[i])
     if p < 0 or nodes.terminal[p] or nodes.length[i] <= nodes.length[p]:
+      continue
+    if p > 0 and p not in index_of:  # below a skipped node: its state never reached
       continue
     step = tokenizer.decode(nodes.tokens[i][int(nodes.length[p]):int(nodes.length[i])]).rstrip("\n")
     parent_state = _state(nodes.state[p], nodes.count[p])
     child_state = _state(nodes.state[i], nodes.count[i])
     index_of[i] = len(expansions)
+    parent_of.append(index_of.get(p, -1))
     expansions.append(trace.Expansion(parent_state, step, child_state, float(nodes.value[i])))
     if solved_at is None and nodes.answered[i] and child_state == (Fraction(problem.target),):
       solved_at = i
@@ -59,16 +71,23 @@ def tree_expansions(problem: Countdown, tokenizer: Tokenizer, nodes: step_mdp.No
     i = int(parents[i])
   # the explored prefix up to the solution: what was searched before the goal was reached
   end = index_of[solved_at] + 1
-  return expansions[:end], sorted(path)
+  expansions, path = expansions[:end], sorted(path)
+  if order == "depth_first":
+    visit = trace.depth_first(parent_of[:end], path)
+    position = {j: k for k, j in enumerate(visit)}
+    expansions, path = [expansions[j] for j in visit], sorted(position[j] for j in path)
+  return expansions, path
 
 
 def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
                   search: step_mdp.SearchConfig, cfg: mcts.MCTSConfig, *, batch_size: int,
-                  seed: int, value_target: str = "outcome", mesh=None
+                  seed: int, value_target: str = "outcome", order: str = "simulation",
+                  mesh=None
                   ) -> tuple[list[tuple[int, list[trace.Line]]], dict[str, np.ndarray]]:
-  """MCTS on every problem: (problem index, trace) for the verified trees, linearized,
-  and the AlphaZero targets of every root (`train.alphazero.search_targets`). Tree mode
-  only: the trace is one tree, searched once from the root."""
+  """MCTS on every problem: (problem index, trace) for the verified trees, linearized
+  in `order` (`tree_expansions`), and the AlphaZero targets of every root
+  (`train.alphazero.search_targets`). Tree mode only: the trace is one tree, searched once
+  from the root."""
   if cfg.mode != "tree":
     raise ValueError(f"search traces come from one tree per problem: MCTSConfig.mode must be "
                      f"'tree', got {cfg.mode!r}")
@@ -87,7 +106,7 @@ def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Se
     solved = np.zeros(len(chunk), bool)
     for b in range(real):
       nodes = jax.tree.map(lambda x: x[b], tree.embeddings)
-      found = tree_expansions(chunk[b], tokenizer, nodes, tree.parents[b])
+      found = tree_expansions(chunk[b], tokenizer, nodes, tree.parents[b], order)
       if found is not None:
         try:
           out.append((start + b, trace.linearize(chunk[b], *found)))

@@ -87,6 +87,29 @@ def linearize(problem: Countdown, expansions: Sequence[Expansion], solution_path
   return lines
 
 
+def depth_first(parents: Sequence[int], solution_path: Sequence[int]) -> list[int]:
+  """A search tree's expansions in depth-first order: the order in which a depth-first
+  search that ends at the goal would have made them (as the symbolic traces read).
+
+  `parents[j]` is the expansion whose child state expansion j starts from (-1: the
+  initial state). Each expansion's children keep their given order, except that the one on
+  `solution_path` comes last: every abandoned branch is explored whole before the search
+  goes down the path to the goal. Returns indices into the expansions.
+  """
+  children: list[list[int]] = [[] for _ in parents]
+  top = []
+  for j, p in enumerate(parents):
+    (top if p < 0 else children[p]).append(j)
+  on_path, order = set(solution_path), []
+
+  def visit(siblings):
+    for j in sorted(siblings, key=lambda j: j in on_path):  # stable: the path's child last
+      order.append(j)
+      visit(children[j])
+  visit(top)
+  return order
+
+
 def trace_text(lines: Sequence[Line]) -> str:
   return "".join(l.text + "\n" for l in lines)
 
