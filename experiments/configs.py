@@ -3,7 +3,7 @@
 `quick` runs in a few minutes on a 2-core CPU (CI), `default` is the laptop run
 of the README (about 35 minutes on 2 cores), `long` the default's models trained
 three times as long on four times the symbolic traces, with Meta-STaR searching 300
-train puzzles (about 55 minutes when it searched 100), `full` is sized for one GPU or
+train puzzles (about 60 minutes), `full` is sized for one GPU or
 TPU host. Every field can be overridden on the command line, e.g.
 `--config.search.num_candidates=8`.
 """
