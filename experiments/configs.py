@@ -228,9 +228,9 @@ def check(c: ml_collections.ConfigDict) -> None:
   a `ValueError` naming the `--config.` field to change."""
   # imported here: the presets above stay readable without the library
   from metacot_jax.metacot import round0, trace
+  from metacot_jax.metacot.from_search import TRACE_ORDERS
   from metacot_jax.search.mcts import MCTSConfig
   from metacot_jax.search.step_mdp import SearchConfig
-  from metacot_jax.metacot.from_search import TRACE_ORDERS
   from metacot_jax.train.alphazero import VALUE_TARGETS
   from metacot_jax.train.rl import RLConfig
   from metacot_jax.train.state import OptimizerConfig

@@ -234,8 +234,8 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
                                  samples=cfg.rl.eval_samples,
                                  max_new_tokens=cfg.rl.max_new_tokens,
                                  rng=jax.random.PRNGKey(cfg.seed), mesh=mesh)
-  keep = ("accuracy", "correct", "mean_tokens", "mean_steps", "mean_backtracks", "illegal_step_rate",
-          "solved_after_backtrack_rate", "mean_tokens_right", "mean_tokens_wrong",
+  keep = ("accuracy", "correct", "mean_tokens", "mean_steps", "mean_backtracks",
+          "illegal_step_rate", "solved_after_backtrack_rate", "mean_tokens_right", "mean_tokens_wrong",
           "cut_off_rate", "cut_off_legal_rate", "first_error_kinds", "example")
   return {k: greedy[k] for k in keep} | sampled
 

@@ -1,9 +1,10 @@
-"""Meta-CoT traces from the model's own searches: mctx trees, linearized in simulation order.
+"""Meta-CoT traces from the model's own searches: mctx trees, linearized.
 
 Node i of an mctx tree was made by simulation i (node 0 is the root), so reading the
 nodes in index order replays the search as it happened: each node is one explored
 step from its parent's state, and a jump to a node whose parent is not the
-current state is a backtrack. Only trees that reached the target are kept, their
+current state is a backtrack. The same expansions can be written depth-first instead, as
+the symbolic traces the model first learned read (`TRACE_ORDERS`). Only trees that reached the target are kept, their
 solution path checked by the verifier (Meta-STaR keeps verified runs); search with
 `use_verifier=True`, as the main job does, so that the abandoned steps are legal too.
 Every root also yields an AlphaZero target: the search's action weights over its
