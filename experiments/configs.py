@@ -121,7 +121,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.star.from_previous = True  # fine-tune the previous round's weights (else the round-0 model)
   c.star.keep_round0 = True  # mix the symbolic traces into every round
   # the searches' traces: 'depth_first' (as the symbolic ones read) or 'simulation' (as MCTS
-  # ran; in simulation order a quarter of round 1's mix cost 9 test points, docs/experiments.md)
+  # ran; as a quarter of round 1's mix, 9 test points below depth-first: docs/experiments.md)
   c.star.trace_order = "depth_first"
   c.star.sft = _train(150, 32, 5e-4, 15, 75, 192)
   # AlphaZero steps after each round's SFT: policy toward mctx's action weights at the

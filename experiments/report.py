@@ -451,8 +451,8 @@ def _plot_star(run: RunDir):
                                                          for i in rounds]
     mcts = [r.get(f"star/pairs/{i}/{i}") for i in [0] + rounds]
     axes[0].plot(range(len(greedy)), greedy, marker="o", label="greedy (in-context)")
-    greedy_hard = [hard and hard["accuracy"]] + [r.get(f"star/{i}/hard", {}).get("accuracy")
-                                                 for i in rounds]
+    greedy_hard = [hard["accuracy"] if hard else None] + [
+        r.get(f"star/{i}/hard", {}).get("accuracy") for i in rounds]
     if all(g is not None for g in greedy_hard):
       axes[0].plot(range(len(greedy_hard)), greedy_hard, marker="^",
                    label="greedy (in-context), hard split")
