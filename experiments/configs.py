@@ -189,7 +189,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     # 30%, 28% and 30% on the default's 4, and the CoT baseline at the same 7,200 steps 19%,
     # 19% and 25%. At the default's 1,500 steps 16 traces gained nothing over seeds (34% and
     # 22% against 26% and 24%), and 32 traces gained nothing over 16 at 4,500 steps (+2 and
-    # +3 points, seeds 0 and 1). docs/experiments.md
+    # +3 points, seeds 0 and 1), nor with 24-row batches (35% and 44%; at 5.4M on a GPU those
+    # gained 7.5 points over 16 traces). docs/experiments.md
     c.data.traces_per_problem = 16
     c.metacot_sft.steps, c.metacot_sft.checkpoint_every = 4500, 1500
     # Meta-STaR searches 300 train puzzles, not 100: its round 1 then gained 3-4 points on seeds
