@@ -2,8 +2,9 @@
 
 `quick` runs in a few minutes on a 2-core CPU (CI), `default` is the laptop run
 of the README (about 35 minutes on 2 cores), `long` the default's models trained
-three times as long on four times the symbolic traces, with Meta-STaR searching 300
-train puzzles (about 60 minutes), `full` is sized for one GPU or
+three times as long on four times the symbolic traces, with Meta-STaR on the policy's own
+verified generations of all 900 train puzzles (about 60 minutes with MCTS on 300 instead, not
+timed since), `full` is sized for one GPU or
 TPU host. Every field can be overridden on the command line, e.g.
 `--config.search.num_candidates=8`.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import ml_collections
 
 PRESETS = ("quick", "default", "long", "full")
+STAR_SOURCES = ("search", "generations", "both")
 
 
 def default_manual_dir() -> str:
@@ -123,6 +125,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # the searches' traces: 'depth_first' (as the symbolic ones read) or 'simulation' (as MCTS
   # ran; as a quarter of round 1's mix, 9 test points below depth-first: docs/experiments.md)
   c.star.trace_order = "depth_first"
+  # where a round's traces come from: 'search' (MCTS trees), 'generations' (the policy's own
+  # in-context searches, sampled at temperature 1, kept when verified and legal throughout:
+  # STaR) or 'both'; star.generations samples per searched puzzle
+  c.star.source = "search"
+  c.star.generations = 8
   c.star.sft = _train(150, 32, 5e-4, 15, 75, 192)
   # AlphaZero steps after each round's SFT: policy toward mctx's action weights at the
   # searched roots, value toward 'outcome' (verified answer found) or 'q' (root Q-value).
@@ -193,10 +200,12 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     # gained 7.5 points over 16 traces). docs/experiments.md
     c.data.traces_per_problem = 16
     c.metacot_sft.steps, c.metacot_sft.checkpoint_every = 4500, 1500
-    # Meta-STaR searches 300 train puzzles, not 100: its round 1 then gained 3-4 points on seeds
-    # 0-2 (40/36/38% -> 43/39/42%) where 100 lost 1-5 on every seed; round 2 fell back to
-    # 43/35/39% (100: 39/39/34%). docs/experiments.md
-    c.star.train_puzzles = 300
+    # Meta-STaR trains on the policy's own verified generations, 8 per train puzzle on all 900,
+    # without the symbolic traces: from 32-trace models (35% and 44% greedy test, seeds 0 and 1)
+    # round 1 gave 46% and 51% (hard 22.1/23.5% -> 29.0/26.2%), round 3 49% and 48%. MCTS on 300
+    # train puzzles with the symbolic mix gained 3-4 points in round 1 on seeds 0-2 (40/36/38%
+    # -> 43/39/42%) and fell back in round 2. docs/experiments.md
+    c.star.source, c.star.train_puzzles, c.star.keep_round0 = "generations", 900, False
   elif preset == "full":
     c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 32, 16, 32
     # bfloat16 compute: 1.8x the float32 train step on an H100 (experiments/bench_accelerator.sh)
@@ -302,6 +311,11 @@ def check(c: ml_collections.ConfigDict) -> None:
            f"choose one of {VALUE_TARGETS}")
     expect(c.star.trace_order in TRACE_ORDERS, "star.trace_order",
            f"choose one of {TRACE_ORDERS}")
+    expect(c.star.source in STAR_SOURCES, "star.source", f"choose one of {STAR_SOURCES}")
+    if c.star.source != "search":
+      positive("star.generations")
+    expect(c.star.source != "generations" or not c.star.alphazero.steps, "star.alphazero.steps",
+           "AlphaZero steps need the search's targets: set 0, or star.source 'search' or 'both'")
   if c.rl.gammas:
     for field in ("rl.updates", "rl.problems_per_update", "rl.train_puzzles",
                   "rl.checkpoint_every", "rl.eval_samples"):

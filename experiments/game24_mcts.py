@@ -35,7 +35,7 @@ from metacot_jax import scale
 from metacot_jax.data import examples, load_game24
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import evaluate as metacot_eval
-from metacot_jax.metacot import from_search, round0, trace, value_labels
+from metacot_jax.metacot import from_generations, from_search, round0, trace, value_labels
 from metacot_jax.metacot.reward import TraceReward
 from metacot_jax.models import ModelConfig, count_params
 from metacot_jax.runs import RunDir
@@ -465,8 +465,8 @@ def main(argv):
   print(f"PRM: accuracy vs outcome {prm['outcome_accuracy']:.1%}, ECE vs outcome "
         f"{prm['vs_outcome']['ece']:.3f}, vs MC {prm['vs_mc']['ece']:.3f}")
 
-  # 7. Meta-STaR: search with the current Meta-CoT policy on the train split, keep the
-  # verified runs, linearize them, fine-tune; then AlphaZero steps toward the search's
+  # 7. Meta-STaR: search with the current Meta-CoT policy on the train split (MCTS, or its
+  # own in-context generations: star.source), keep the verified runs, linearize them, fine-tune; then AlphaZero steps toward the search's
   # weights at the roots (and the value toward the outcome); repeat.
   policies = [metacot_state.params]
   star_search = search_config(cfg, use_verifier=True)
@@ -484,13 +484,24 @@ def main(argv):
     targets_path = run.path / f"star_{r}_alphazero_targets.npz"
 
     def round_data(r=r, targets_path=targets_path):
-      found, targets = from_search.search_traces(
-          policies[-1], metacot_model, tokenizer, star_p, star_search, star_mcts,
-          batch_size=cfg.search.batch_size, seed=cfg.seed + r,
-          value_target=cfg.star.value_target, order=cfg.star.trace_order, mesh=mesh)
-      # before the SFT starts: a resumed round finds it
-      scale.on_primary(lambda: np.savez(targets_path, **targets))
-      run.save(f"star/{r}/solved", [i for i, _ in found])
+      found = []
+      if cfg.star.source in ("search", "both"):  # MCTS trees, outside the model
+        found, targets = from_search.search_traces(
+            policies[-1], metacot_model, tokenizer, star_p, star_search, star_mcts,
+            batch_size=cfg.search.batch_size, seed=cfg.seed + r,
+            value_target=cfg.star.value_target, order=cfg.star.trace_order, mesh=mesh)
+        # before the SFT starts: a resumed round finds it
+        scale.on_primary(lambda: np.savez(targets_path, **targets))
+      if cfg.star.source in ("generations", "both"):  # the policy's own in-context searches
+        own, stats = from_generations.verified_generations(
+            policies[-1], metacot_model, tokenizer, star_p, samples=cfg.star.generations,
+            rng=jax.random.PRNGKey(cfg.seed + r), batch_size=cfg.search.batch_size, mesh=mesh)
+        run.save(f"star/{r}/generations", stats)
+        print(f"Meta-STaR round {r}: {stats['verified']} of {stats['generations']} sampled "
+              f"generations verified, {stats['kept']} distinct legal ones kept "
+              f"({stats['kept_with_backtracks']} with backtracks)")
+        found += own
+      run.save(f"star/{r}/solved", sorted({i for i, _ in found}))
       traces = [(star_p[i], lines) for i, lines in found]
       if cfg.star.keep_round0:
         traces += symbolic()
@@ -520,7 +531,7 @@ def main(argv):
     solved_ever |= set(solved)
     print(f"Meta-STaR round {r}: greedy test {result['greedy_test']:.1%}, hard "
           f"{hard['accuracy']:.1%}, {result['train_solved_by_search']} train puzzles solved by "
-          f"search ({result['newly_solved']} new)")
+          f"{cfg.star.source} ({result['newly_solved']} new)")
 
   # TS-LLM's table: MCTS accuracy for every (policy_i, value_j) pair of rounds.
   for i, policy in enumerate(policies):

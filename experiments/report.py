@@ -26,6 +26,10 @@ ANCHORS = [
     ("Stream of Search (250M GPT-Neo)", "Countdown", "search traces 51% vs optimal paths 26%"),
 ]
 SEARCH_PREFIXES = ("mcts/", "bfs/", "beam/", "best_first/", "dfs/")
+# where a Meta-STaR round's traces came from (`star.source`)
+STAR_SOURCES = {"search": "MCTS with the verifier",
+                "generations": "its own sampled generations, verified",
+                "both": "MCTS with the verifier and its own verified generations"}
 
 
 def _search_rows(results: dict, split: str = ""):
@@ -323,10 +327,11 @@ def write(run: RunDir):
 
   rounds = _star_rounds(r)
   if rounds:
-    lines += ["", "## Meta-STaR rounds (Meta-CoT model; MCTS with the verifier on train puzzles)",
-              "", "| round | greedy test accuracy | change from the round before (round 1: from "
-              "the Meta-CoT SFT model) | greedy hard accuracy | change on the hard split | "
-              "train puzzles solved by search | newly solved | traces | mean trace tokens |",
+    source = r["config"]["star"].get("source", "search")  # runs from before the field: MCTS
+    lines += ["", f"## Meta-STaR rounds (Meta-CoT model; {STAR_SOURCES[source]} on train "
+              "puzzles)", "", "| round | greedy test accuracy | change from the round before "
+              "(round 1: from the Meta-CoT SFT model) | greedy hard accuracy | change on the hard "
+              "split | train puzzles solved | newly solved | traces | mean trace tokens |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i, gap, hard_gap in zip(rounds, star_changes(r), star_changes(r, "hard")):
       s, d = r[f"star/{i}"], r.get(f"star/{i}/data", {})

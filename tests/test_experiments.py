@@ -32,7 +32,8 @@ TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_
         "--config.eval.batch_size=10", "--config.baselines.samples=2",
         "--config.star.simulations=2", "--config.rl.updates=3", "--config.rl.checkpoint_every=1",
         "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60",
-        "--config.search.hard_puzzles=5", "--config.rl.problems_per_update=8"]
+        "--config.search.hard_puzzles=5", "--config.rl.problems_per_update=8",
+        "--config.star.source=both", "--config.star.generations=2"]
 
 
 def run_job(workdir, *extra, timeout=900, devices=1, **env_extra):
@@ -101,6 +102,8 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
      "'depth_first')"),
     ("star.simulations", 0, "--config.star.simulations: num_simulations must be at least 1"),
     ("star.train_puzzles", 0, "star.train_puzzles=0"),
+    ("star.source", "mcts", "star.source='mcts': choose one of ('search', 'generations', "
+     "'both')"),
     ("rl.estimator", "ppo", "--config.rl: estimator must be one of ('loo', 'grpo')"),
     ("rl.gammas", (1.0, 0.0), "--config.rl: gamma must be in (0, 1], got 0.0"),
     ("rl.gammas", (1, 1.0), "rl.gammas=(1, 1.0): each gamma once"),
@@ -129,6 +132,22 @@ def test_config_check_rejects_search_shares_that_sum_past_one():
   with pytest.raises(ValueError, match=r"data.astar_fraction: .* sum to at most 1 .* got 0.6 "
                      r"and 0.6"):
     configs.check(cfg)
+
+
+def test_config_check_of_meta_star_on_the_policys_own_generations():
+  cfg = configs.get_config("quick")
+  cfg.star.source, cfg.star.generations = "generations", 0
+  with pytest.raises(ValueError, match=r"star.generations=0: must be a whole number >= 1"):
+    configs.check(cfg)
+  cfg.star.generations = 4  # the quick preset's AlphaZero steps need the search's targets
+  with pytest.raises(ValueError, match=r"star.alphazero.steps=4: AlphaZero steps need the "):
+    configs.check(cfg)
+  cfg.star.source = "both"
+  configs.check(cfg)
+  cfg.star.source, cfg.star.alphazero.steps = "generations", 0
+  configs.check(cfg)
+  cfg.star.source, cfg.star.generations = "search", 0  # unused: no generations sampled
+  configs.check(cfg)
 
 
 def test_config_check_skips_the_phases_that_do_not_run():
@@ -221,11 +240,13 @@ def test_every_preset_passes_the_checks_made_before_work(preset):
 
 
 def test_long_preset_is_the_default_trained_longer_on_more_traces():
-  """Only Meta-CoT's steps and traces and Meta-STaR's searched puzzles change, so the CoT
-  baseline still follows its budget."""
+  """Only Meta-CoT's steps and traces and Meta-STaR's data change, so the CoT baseline still
+  follows its budget."""
   default, long = configs.get_config("default").to_dict(), configs.get_config("long").to_dict()
   assert long["data"].pop("traces_per_problem") == 16 > default["data"].pop("traces_per_problem")
-  assert long["star"].pop("train_puzzles") == 300 > default["star"].pop("train_puzzles")
+  assert long["star"].pop("train_puzzles") == 900 > default["star"].pop("train_puzzles")
+  assert (long["star"].pop("source"), default["star"].pop("source")) == ("generations", "search")
+  assert not long["star"].pop("keep_round0") and default["star"].pop("keep_round0")
   assert long["metacot_sft"].pop("steps") == 3 * default["metacot_sft"].pop("steps")
   assert long["metacot_sft"].pop("checkpoint_every") == 1500
   del default["metacot_sft"]["checkpoint_every"]
@@ -467,6 +488,17 @@ def test_main_job_packs_its_training_rows(tiny_results):
     assert 0.5 < data["fill"] <= 1.0, (key, data)
   assert tiny_results["config"]["data"]["pack"]
   assert tiny_results["metacot_data"]["fill"] > 0.8  # short walks fill the traces' rows
+
+
+def test_meta_star_round_samples_the_policys_own_generations(tiny_results):
+  """TINY's rounds take both sources: MCTS trees and the policy's verified generations."""
+  stats = tiny_results["star/1/generations"]
+  assert stats["generations"] == 40 * 2  # star.generations per searched train puzzle
+  assert stats["generations"] >= stats["verified"] >= stats["kept"] >= stats["puzzles_solved"]
+  assert stats["kept"] >= stats["kept_with_backtracks"]
+  solved = tiny_results["star/1/solved"]
+  assert solved == sorted(set(solved)) and len(solved) >= stats["puzzles_solved"]
+  assert tiny_results["star/1"]["train_solved_by_search"] == len(solved)
 
 
 @pytest.mark.slow

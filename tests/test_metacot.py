@@ -19,9 +19,11 @@ from hypothesis import strategies as st
 from metacot_jax.data import examples
 from metacot_jax.data.examples import Segment, cot_pairs, sft_arrays
 from metacot_jax.data.tokenizer import Tokenizer, pad_batch
-from metacot_jax.metacot import evaluate, from_search, round0, symbolic, trace
+from metacot_jax.metacot import (evaluate, from_generations, from_search, round0, symbolic,
+                                 trace)
 from metacot_jax.metacot.trace import Expansion
 from metacot_jax.models import ModelConfig, init_params
+from metacot_jax.models import sampling
 from metacot_jax.models.transformer import forward
 from metacot_jax.search import greedy, mcts, step_mdp, step_parser
 from metacot_jax.search.mcts import MCTSConfig
@@ -1270,3 +1272,100 @@ class GreedyHitsTest(chex.TestCase):
     want = np.asarray(logits[:, :-1].argmax(-1)) == tokens[:, 1:]
     np.testing.assert_array_equal(np.asarray(hits), np.pad(want, ((0, 0), (1, 0))))
     assert np.asarray(hits)[:, 5].all() and not np.asarray(hits)[:, 0].any()
+
+
+# ---- Meta-STaR on the policy's own generations -------------------------------------------
+
+HAND_TRACE = """5 + 4 = 9 (left: 6 9 10)
+10 - 9 = 1 (left: 1 6)
+6 - 1 = 5 (left: 5)
+back to 4 5 6 10
+10 - 4 = 6 (left: 5 6 6)
+6 * 5 = 30 (left: 6 30)
+30 - 6 = 24 (left: 24)
+"""
+
+
+def test_generation_lines_of_a_hand_worked_trace():
+  problem = game24.make("4 5 6 10")
+  lines = from_generations.generation_lines(
+      problem, HAND_TRACE + "Answer: (5 * (10 - 4)) - 6 = 24\n<eos>")
+  assert [l.tag for l in lines] == [trace.OFF_PATH] * 3 + [trace.BACK_TAG] + [trace.ON_PATH] * 3 + [
+      trace.ANSWER]
+  assert trace.trace_text(lines[:-1]) == HAND_TRACE
+  assert problem.verify(lines[-1].text).ok  # the answer the on-path steps spell out
+  # steps after the goal (and backtracks to reach them) are dropped with the same result
+  extra = HAND_TRACE + "back to 5 6 6\n6 + 6 = 12 (left: 5 12)\nAnswer: (5 * (10 - 4)) - 6 = 24\n"
+  assert from_generations.generation_lines(problem, extra) == lines
+
+
+@pytest.mark.parametrize("text, why", [
+    (HAND_TRACE + "Answer: (5 * (10 - 4)) + 6 = 24\n", "an answer that does not verify"),
+    (HAND_TRACE, "no answer"),
+    (HAND_TRACE.replace("6 * 5 = 30 (left: 6 30)", "6 * 5 = 30 (left: 30)") +
+     "Answer: (5 * (10 - 4)) - 6 = 24\n", "wrong numbers left"),
+    (HAND_TRACE.replace("back to 4 5 6 10", "back to 4 5 6 11") +
+     "Answer: (5 * (10 - 4)) - 6 = 24\n", "a backtrack to a state never reached"),
+    ("5 + 4 = 9 (left: 6 9 10)\nAnswer: (5 * (10 - 4)) - 6 = 24\n", "a right answer no step reached"),
+])
+def test_generation_lines_keep_only_verified_legal_traces(text, why):
+  assert from_generations.generation_lines(game24.make("4 5 6 10"), text) is None, why
+
+
+def test_solution_path_goes_through_the_first_expansion_that_made_each_state():
+  problem = game24.make("1 1 4 6")
+  f = lambda *xs: tuple(sorted(Fraction(x) for x in xs))
+  expansions = [Expansion(f(1, 1, 4, 6), "6 * 1 = 6 (left: 1 4 6)", f(1, 4, 6)),
+                Expansion(f(1, 1, 4, 6), "4 * 1 = 4 (left: 1 4 6)", f(1, 4, 6)),  # the same state
+                Expansion(f(1, 4, 6), "4 + 1 = 5 (left: 5 6)", f(5, 6)),
+                Expansion(f(1, 4, 6), "6 * 1 = 6 (left: 4 6)", f(4, 6)),
+                Expansion(f(4, 6), "4 * 6 = 24 (left: 24)", f(24))]
+  assert from_generations.solution_path(problem, expansions) == [0, 3, 4]
+  assert from_generations.solution_path(problem, expansions[:4]) is None  # no goal reached
+
+
+def test_symbolic_traces_read_back_as_generations():
+  """A symbolic trace, taken as a generation, gives the same training lines; where BFS or A*
+  reached a state twice the path may run through the other copy, with the same step lines."""
+  equal = 0
+  for mix in ({}, {"bfs_fraction": 0.5}, {"astar_fraction": 0.5}):
+    for problem, lines in round0.symbolic_traces(ROUND_TRIP_PROBLEMS, 4, seed=3, **mix):
+      got = from_generations.generation_lines(problem, trace.trace_text(lines))
+      assert [l.text for l in got[:-1]] == [l.text for l in lines[:-1]]
+      assert problem.verify(got[-1].text).ok
+      equal += got == lines
+      if not mix:  # DFS never reaches a state twice
+        assert got == lines
+  assert equal >= 60, equal
+
+
+def test_verified_generations_keep_each_distinct_legal_verified_trace(monkeypatch):
+  problems = [game24.make("4 5 6 10"), game24.make("1 2 4 7")]
+  answer = "Answer: (5 * (10 - 4)) - 6 = 24\n"
+  straight = "10 - 4 = 6 (left: 5 6 6)\n6 * 5 = 30 (left: 6 30)\n30 - 6 = 24 (left: 24)\n"
+  texts = [HAND_TRACE + answer, straight + answer, HAND_TRACE + answer,  # the third: a repeat
+           "10 - 4 = 6 (left: 5 6)\n" + answer,  # verified, but an illegal step: not kept
+           "7 + 1 = 8 (left: 2 4 8)\nAnswer: (7 + 1) * 2 = 24\n",  # wrong
+           "7 * 4 = 28 (left: 1 2 28)\n", "", "2 * 7 = 14 (left: 1 4 14)\n"]
+  calls = []
+
+  def scripted(params, config, prompts, cfg, rng, *, batch_size, group_size, mesh):
+    calls.append((len(prompts), cfg.max_new_tokens, cfg.temperature, group_size))
+    rows = [TOK.encode(t, eos=True) for t in texts]
+    return sampling.Samples(pad_batch(rows, 128), None, np.asarray([len(r) for r in rows]), None,
+                            None)
+  monkeypatch.setattr(from_generations, "sample_prompts", scripted)
+  config = ModelConfig(vocab_size=TOK.vocab_size, max_len=100, d_model=8, num_layers=1,
+                       num_heads=1, d_ff=8)
+  kept, stats = from_generations.verified_generations(
+      None, config, TOK, problems, samples=4, rng=jax.random.PRNGKey(0))
+  width = len(TOK.encode(problems[0].prompt(), bos=True))
+  assert calls == [(2, 100 - width, 1.0, 4)]
+  assert [(i, trace.trace_text(lines)) for i, lines in kept] == [
+      (0, HAND_TRACE + "Answer: (6 * 5) - (10 - 4) = 24\n"),
+      (0, straight + "Answer: (6 * 5) - (10 - 4) = 24\n")]
+  assert stats == {"generations": 8, "verified": 4, "kept": 2, "puzzles_solved": 1,
+                   "kept_with_backtracks": 1}
+  with pytest.raises(ValueError, match="samples must be >= 1"):
+    from_generations.verified_generations(None, config, TOK, problems, samples=0,
+                                          rng=jax.random.PRNGKey(0))

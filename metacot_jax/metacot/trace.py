@@ -138,6 +138,7 @@ class ParsedTrace:
   # the first error is a `back to` line or the step right after one
   first_error_at_backtrack: bool = False
   first_error_kind: str = ""  # one of ERROR_KINDS, '' when there is no error
+  expansions: tuple[Expansion, ...] = ()  # every legal step, from the state it was taken in
 
 
 def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrace:
@@ -149,7 +150,7 @@ def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrac
   current = tuple(sorted(problem.initial_state()))
   states, visited = [current], {current}
   steps = backtracks = 0
-  answer, errors, kinds, reached = "", [], [], False
+  answer, errors, kinds, reached, expansions = "", [], [], False, []
   after_back = at_backtrack = False
   raws = text.splitlines()
   unfinished = len(raws) - 1 if cut_off and not text.endswith("\n") else len(raws)
@@ -186,9 +187,11 @@ def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrac
       errors.append(f"{raw!r}: {check.reason}")
       kinds.append(check.kind)
       continue
+    expansions.append(Expansion(current, line, tuple(check.state)))
     current = tuple(check.state)
     states.append(current)
     visited.add(current)
     reached |= problem.is_goal(current)
   return ParsedTrace(tuple(states), steps, backtracks, answer, tuple(errors), reached,
-                     bool(errors) and at_backtrack, kinds[0] if kinds else "")
+                     bool(errors) and at_backtrack, kinds[0] if kinds else "",
+                     tuple(expansions))

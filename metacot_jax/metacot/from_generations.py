@@ -1,0 +1,84 @@
+"""Meta-CoT traces from the policy's own in-context searches: STaR on its generations.
+
+Meta-STaR's other source (`from_search`) runs MCTS outside the model; this one samples
+the Meta-CoT policy's own traces, as STaR does, and keeps those the verifier accepts and
+in which every step is legal and every `back to` names a state already reached. A kept
+generation is re-written by `trace.linearize` from its parsed steps, so it trains exactly
+as a symbolic trace does: its steps tagged on or off the path to the goal, its answer the
+one those steps spell out.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+
+from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.metacot import trace
+from metacot_jax.metacot.reward import split_trace
+from metacot_jax.models.sampling import SamplingConfig
+from metacot_jax.models.transformer import ModelConfig
+from metacot_jax.search.greedy import sample_prompts
+from metacot_jax.tasks.countdown import Countdown
+
+
+def solution_path(problem: Countdown, expansions: Sequence[trace.Expansion]) -> list[int] | None:
+  """Indices of the expansions that lead from the initial state to the first goal reached,
+  or None when none reaches it. Each step's parent is the first expansion that made its
+  parent state, as the symbolic searches count it (states only shrink: the chain ends at
+  the initial state)."""
+  goal = next((j for j, e in enumerate(expansions) if problem.is_goal(e.child)), None)
+  if goal is None:
+    return None
+  initial = tuple(sorted(problem.initial_state()))
+  path, j = [goal], goal
+  while expansions[j].parent != initial:
+    j = min(k for k in range(j) if expansions[k].child == expansions[j].parent)
+    path.append(j)
+  return path[::-1]
+
+
+def generation_lines(problem: Countdown, text: str) -> list[trace.Line] | None:
+  """A generated trace as training lines, or None unless its answer verifies and every line
+  before it is legal (steps, and backtracks to states it reached)."""
+  z, answer = split_trace(text)
+  if not (answer and problem.verify(answer).ok):
+    return None
+  facts = trace.parse(problem, z)
+  path = None if facts.errors else solution_path(problem, facts.expansions)
+  if path is None:
+    return None
+  expansions = facts.expansions[:path[-1] + 1]  # steps after the goal, if any, are dropped
+  return trace.linearize(problem, expansions, path)
+
+
+def verified_generations(params, config: ModelConfig, tokenizer: Tokenizer,
+                         problems: Sequence[Countdown], *, samples: int, rng: jax.Array,
+                         temperature: float = 1.0, batch_size: int = 16, mesh=None
+                         ) -> tuple[list[tuple[int, list[trace.Line]]], dict]:
+  """`samples` generations per problem (to the model's length); the distinct ones that
+  `generation_lines` keeps, as (problem index, lines), and what was sampled and kept."""
+  if samples < 1:
+    raise ValueError(f"samples must be >= 1 generation per problem, got {samples}")
+  if not problems:
+    raise ValueError("verified_generations got no problems")
+  prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
+  cfg = SamplingConfig(config.max_len - max(map(len, prompts)), temperature, 0,
+                       (tokenizer.eos_id,))
+  out = sample_prompts(params, config, prompts, cfg, rng, batch_size=batch_size,
+                       group_size=samples, mesh=mesh)
+  kept, seen, verified = [], set(), 0
+  for row, (tokens, n) in enumerate(zip(out.tokens_BxN, out.lengths_B)):
+    i = row // samples
+    text = tokenizer.decode(tokens[:n])
+    verified += problems[i].verify(split_trace(text)[1]).ok
+    lines = generation_lines(problems[i], text)
+    if lines is not None and (i, trace.trace_text(lines)) not in seen:
+      seen.add((i, trace.trace_text(lines)))
+      kept.append((i, lines))
+  return kept, {"generations": len(prompts) * samples,
+                "verified": verified, "kept": len(kept),
+                "puzzles_solved": len({i for i, _ in kept}),
+                "kept_with_backtracks": sum(any(l.tag == trace.BACK_TAG for l in lines)
+                                            for _, lines in kept)}
