@@ -201,10 +201,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.data.traces_per_problem = 16
     c.metacot_sft.steps, c.metacot_sft.checkpoint_every = 4500, 1500
     # Meta-STaR trains on the policy's own verified generations, 8 per train puzzle on all 900,
-    # without the symbolic traces: from 32-trace models (35% and 44% greedy test, seeds 0 and 1)
-    # round 1 gave 46% and 51% (hard 22.1/23.5% -> 29.0/26.2%), round 3 49% and 48%. MCTS on 300
-    # train puzzles with the symbolic mix gained 3-4 points in round 1 on seeds 0-2 (40/36/38%
-    # -> 43/39/42%) and fell back in round 2. docs/experiments.md
+    # without the symbolic traces: from 32-trace models (35% and 44% greedy test, seeds 0 and 1;
+    # this preset's 16-trace ones not run with it yet) round 1 gave 46% and 51% (hard
+    # 22.1/23.5% -> 29.0/26.2%), round 2 45% and 48%, a third 49% and 48%. MCTS on 300 train
+    # puzzles with the symbolic mix gained 3-4 points in round 1 on seeds 0-2 (40/36/38% ->
+    # 43/39/42%) and fell back in round 2. docs/experiments.md
     c.star.source, c.star.train_puzzles, c.star.keep_round0 = "generations", 900, False
   elif preset == "full":
     c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 32, 16, 32

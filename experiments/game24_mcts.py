@@ -466,8 +466,9 @@ def main(argv):
         f"{prm['vs_outcome']['ece']:.3f}, vs MC {prm['vs_mc']['ece']:.3f}")
 
   # 7. Meta-STaR: search with the current Meta-CoT policy on the train split (MCTS, or its
-  # own in-context generations: star.source), keep the verified runs, linearize them, fine-tune; then AlphaZero steps toward the search's
-  # weights at the roots (and the value toward the outcome); repeat.
+  # own in-context generations: star.source), keep the verified runs, linearize them,
+  # fine-tune; then AlphaZero steps toward the search's weights at the roots (and the value
+  # toward the outcome); repeat.
   policies = [metacot_state.params]
   star_search = search_config(cfg, use_verifier=True)
   star_mcts = MCTSConfig(num_simulations=cfg.star.simulations, policy=cfg.search.policy,
@@ -519,8 +520,9 @@ def main(argv):
     def round_result():
       greedy = metacot_eval.in_context(state.params, metacot_model, tokenizer, test_p,
                                        batch_size=cfg.eval.batch_size, mesh=mesh)
+      # train_solved_by_search: by the round's source, MCTS or the policy's own generations
       return {"greedy_test": greedy["accuracy"], "greedy_correct": greedy["correct"],
-              "train_solved_by_search": len(solved),
+              "source": cfg.star.source, "train_solved_by_search": len(solved),
               "newly_solved": len(set(solved) - solved_ever) if r > 1 else len(solved)}
     result = run.phase(f"star/{r}", round_result)
     # the hard split too: 362 more puzzles to tell a round's change from noise
@@ -531,7 +533,7 @@ def main(argv):
     solved_ever |= set(solved)
     print(f"Meta-STaR round {r}: greedy test {result['greedy_test']:.1%}, hard "
           f"{hard['accuracy']:.1%}, {result['train_solved_by_search']} train puzzles solved by "
-          f"{cfg.star.source} ({result['newly_solved']} new)")
+          f"{report.STAR_SOURCES[result.get('source', 'search')]} ({result['newly_solved']} new)")
 
   # TS-LLM's table: MCTS accuracy for every (policy_i, value_j) pair of rounds.
   for i, policy in enumerate(policies):

@@ -28,8 +28,8 @@ ANCHORS = [
 SEARCH_PREFIXES = ("mcts/", "bfs/", "beam/", "best_first/", "dfs/")
 # where a Meta-STaR round's traces came from (`star.source`)
 STAR_SOURCES = {"search": "MCTS with the verifier",
-                "generations": "its own sampled generations, verified",
-                "both": "MCTS with the verifier and its own verified generations"}
+                "generations": "the policy's own verified generations",
+                "both": "MCTS with the verifier and the policy's own verified generations"}
 
 
 def _search_rows(results: dict, split: str = ""):
@@ -327,7 +327,8 @@ def write(run: RunDir):
 
   rounds = _star_rounds(r)
   if rounds:
-    source = r["config"]["star"].get("source", "search")  # runs from before the field: MCTS
+    # as the last round ran (a resumed run may have changed it); before the field: MCTS
+    source = r[f"star/{rounds[-1]}"].get("source", "search")
     lines += ["", f"## Meta-STaR rounds (Meta-CoT model; {STAR_SOURCES[source]} on train "
               "puzzles)", "", "| round | greedy test accuracy | change from the round before "
               "(round 1: from the Meta-CoT SFT model) | greedy hard accuracy | change on the hard "

@@ -490,7 +490,7 @@ def test_main_job_packs_its_training_rows(tiny_results):
   assert tiny_results["metacot_data"]["fill"] > 0.8  # short walks fill the traces' rows
 
 
-def test_meta_star_round_samples_the_policys_own_generations(tiny_results):
+def test_meta_star_round_samples_the_policys_own_generations(tiny_workdir, tiny_results):
   """TINY's rounds take both sources: MCTS trees and the policy's verified generations."""
   stats = tiny_results["star/1/generations"]
   assert stats["generations"] == 40 * 2  # star.generations per searched train puzzle
@@ -499,6 +499,12 @@ def test_meta_star_round_samples_the_policys_own_generations(tiny_results):
   solved = tiny_results["star/1/solved"]
   assert solved == sorted(set(solved)) and len(solved) >= stats["puzzles_solved"]
   assert tiny_results["star/1"]["train_solved_by_search"] == len(solved)
+  assert tiny_results["star/1"]["source"] == "both"
+  # a round's traces: one per tree solved by search, each kept generation, the symbolic ones
+  symbolic = tiny_results["metacot_data"]["traces"]
+  assert len(solved) + stats["kept"] + symbolic >= tiny_results["star/1/data"]["traces"] >= (
+      stats["kept"] + symbolic)
+  assert report.STAR_SOURCES["both"] in (tiny_workdir / "report.md").read_text()
 
 
 @pytest.mark.slow

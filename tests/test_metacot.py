@@ -1290,8 +1290,8 @@ def test_generation_lines_of_a_hand_worked_trace():
   problem = game24.make("4 5 6 10")
   lines = from_generations.generation_lines(
       problem, HAND_TRACE + "Answer: (5 * (10 - 4)) - 6 = 24\n<eos>")
-  assert [l.tag for l in lines] == [trace.OFF_PATH] * 3 + [trace.BACK_TAG] + [trace.ON_PATH] * 3 + [
-      trace.ANSWER]
+  assert [l.tag for l in lines] == ([trace.OFF_PATH] * 3 + [trace.BACK_TAG]
+                                    + [trace.ON_PATH] * 3 + [trace.ANSWER])
   assert trace.trace_text(lines[:-1]) == HAND_TRACE
   assert problem.verify(lines[-1].text).ok  # the answer the on-path steps spell out
   # steps after the goal (and backtracks to reach them) are dropped with the same result
@@ -1306,7 +1306,8 @@ def test_generation_lines_of_a_hand_worked_trace():
      "Answer: (5 * (10 - 4)) - 6 = 24\n", "wrong numbers left"),
     (HAND_TRACE.replace("back to 4 5 6 10", "back to 4 5 6 11") +
      "Answer: (5 * (10 - 4)) - 6 = 24\n", "a backtrack to a state never reached"),
-    ("5 + 4 = 9 (left: 6 9 10)\nAnswer: (5 * (10 - 4)) - 6 = 24\n", "a right answer no step reached"),
+    ("5 + 4 = 9 (left: 6 9 10)\nAnswer: (5 * (10 - 4)) - 6 = 24\n",
+     "a right answer that no step reached"),
 ])
 def test_generation_lines_keep_only_verified_legal_traces(text, why):
   assert from_generations.generation_lines(game24.make("4 5 6 10"), text) is None, why
@@ -1322,6 +1323,8 @@ def test_solution_path_goes_through_the_first_expansion_that_made_each_state():
                 Expansion(f(4, 6), "4 * 6 = 24 (left: 24)", f(24))]
   assert from_generations.solution_path(problem, expansions) == [0, 3, 4]
   assert from_generations.solution_path(problem, expansions[:4]) is None  # no goal reached
+  # the goal's parent made by no step (after a backtrack to a state never reached): no path
+  assert from_generations.solution_path(problem, expansions[:2] + expansions[4:]) is None
 
 
 def test_symbolic_traces_read_back_as_generations():
@@ -1346,7 +1349,9 @@ def test_verified_generations_keep_each_distinct_legal_verified_trace(monkeypatc
   texts = [HAND_TRACE + answer, straight + answer, HAND_TRACE + answer,  # the third: a repeat
            "10 - 4 = 6 (left: 5 6)\n" + answer,  # verified, but an illegal step: not kept
            "7 + 1 = 8 (left: 2 4 8)\nAnswer: (7 + 1) * 2 = 24\n",  # wrong
-           "7 * 4 = 28 (left: 1 2 28)\n", "", "2 * 7 = 14 (left: 1 4 14)\n"]
+           "7 * 4 = 28 (left: 1 2 28)\n", "",
+           "7 + 1 = 8 (left: 2 4 8)\n8 + 4 = 12 (left: 2 12)\n12 * 2 = 24 (left: 24)\n"
+           "Answer: ((7 + 1) + 4) * 2 = 24\n"]
   calls = []
 
   def scripted(params, config, prompts, cfg, rng, *, batch_size, group_size, mesh):
@@ -1363,8 +1368,8 @@ def test_verified_generations_keep_each_distinct_legal_verified_trace(monkeypatc
   assert calls == [(2, 100 - width, 1.0, 4)]
   assert [(i, trace.trace_text(lines)) for i, lines in kept] == [
       (0, HAND_TRACE + "Answer: (6 * 5) - (10 - 4) = 24\n"),
-      (0, straight + "Answer: (6 * 5) - (10 - 4) = 24\n")]
-  assert stats == {"generations": 8, "verified": 4, "kept": 2, "puzzles_solved": 1,
+      (0, straight + "Answer: (6 * 5) - (10 - 4) = 24\n"), (1, texts[-1])]
+  assert stats == {"generations": 8, "verified": 5, "kept": 3, "puzzles_solved": 2,
                    "kept_with_backtracks": 1}
   with pytest.raises(ValueError, match="samples must be >= 1"):
     from_generations.verified_generations(None, config, TOK, problems, samples=0,

@@ -25,23 +25,23 @@ from metacot_jax.tasks.countdown import Countdown
 
 def solution_path(problem: Countdown, expansions: Sequence[trace.Expansion]) -> list[int] | None:
   """Indices of the expansions that lead from the initial state to the first goal reached,
-  or None when none reaches it. Each step's parent is the first expansion that made its
-  parent state, as the symbolic searches count it (states only shrink: the chain ends at
-  the initial state)."""
+  or None when none reaches it or a step starts from a state no earlier step made. Each
+  step's parent is the first expansion that made its parent state, as the symbolic searches
+  count it (states only shrink: the chain ends at the initial state)."""
   goal = next((j for j, e in enumerate(expansions) if problem.is_goal(e.child)), None)
-  if goal is None:
-    return None
   initial = tuple(sorted(problem.initial_state()))
-  path, j = [goal], goal
-  while expansions[j].parent != initial:
-    j = min(k for k in range(j) if expansions[k].child == expansions[j].parent)
-    path.append(j)
-  return path[::-1]
+  path = [] if goal is None else [goal]
+  while path and expansions[path[-1]].parent != initial:
+    parent = expansions[path[-1]].parent
+    made = next((k for k in range(path[-1]) if expansions[k].child == parent), None)
+    path = [] if made is None else path + [made]
+  return path[::-1] or None
 
 
 def generation_lines(problem: Countdown, text: str) -> list[trace.Line] | None:
-  """A generated trace as training lines, or None unless its answer verifies and every line
-  before it is legal (steps, and backtracks to states it reached)."""
+  """A generated trace as training lines, or None unless its answer verifies, every line
+  before it is legal (steps, and backtracks to states it reached) and a step reaches the
+  target."""
   z, answer = split_trace(text)
   if not (answer and problem.verify(answer).ok):
     return None

@@ -138,7 +138,9 @@ class ParsedTrace:
   # the first error is a `back to` line or the step right after one
   first_error_at_backtrack: bool = False
   first_error_kind: str = ""  # one of ERROR_KINDS, '' when there is no error
-  expansions: tuple[Expansion, ...] = ()  # every legal step, from the state it was taken in
+  # every legal step, from the state it was taken in (a tree only when `errors` is empty: a
+  # step after a backtrack to an unvisited state starts from a state no step made)
+  expansions: tuple[Expansion, ...] = ()
 
 
 def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrace:
