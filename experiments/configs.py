@@ -3,8 +3,8 @@
 `quick` runs in a few minutes on a 2-core CPU (CI), `default` is the laptop run
 of the README (about 35 minutes on 2 cores), `long` the default's models trained
 three times as long on four times the symbolic traces, with Meta-STaR on the policy's own
-verified generations of all 900 train puzzles (about 60 minutes with MCTS on 300 instead, not
-timed since), `full` is sized for one GPU or
+verified generations of all 900 train puzzles (1h29m for seed 0, CI sharing the cores for
+its first 29 minutes; about 60 minutes with MCTS on 300 instead), `full` is sized for one GPU or
 TPU host. Every field can be overridden on the command line, e.g.
 `--config.search.num_candidates=8`.
 """

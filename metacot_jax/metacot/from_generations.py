@@ -74,8 +74,9 @@ def verified_generations(params, config: ModelConfig, tokenizer: Tokenizer,
     text = tokenizer.decode(tokens[:n])
     verified += problems[i].verify(split_trace(text)[1]).ok
     lines = generation_lines(problems[i], text)
-    if lines is not None and (i, trace.trace_text(lines)) not in seen:
-      seen.add((i, trace.trace_text(lines)))
+    key = lines and (i, trace.trace_text(lines))
+    if lines is not None and key not in seen:
+      seen.add(key)
       kept.append((i, lines))
   return kept, {"generations": len(prompts) * samples,
                 "verified": verified, "kept": len(kept),
