@@ -130,6 +130,11 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # STaR) or 'both'; star.generations samples per searched puzzle
   c.star.source = "search"
   c.star.generations = 8
+  # with generations: also train on the failed ones, cut before their first mistake (an
+  # illegal line or a step taken again: a loop) and finished by the solver (metacot/repair.py).
+  # Off: at 1.1M from 32-trace models it cost 5-15 test points per round against the same
+  # rounds without it (seeds 0 and 1, docs/experiments.md)
+  c.star.repair = False
   c.star.sft = _train(150, 32, 5e-4, 15, 75, 192)
   # AlphaZero steps after each round's SFT: policy toward mctx's action weights at the
   # searched roots, value toward 'outcome' (verified answer found) or 'q' (root Q-value).
@@ -315,6 +320,9 @@ def check(c: ml_collections.ConfigDict) -> None:
     expect(c.star.source in STAR_SOURCES, "star.source", f"choose one of {STAR_SOURCES}")
     if c.star.source != "search":
       positive("star.generations")
+    expect(c.star.source != "search" or not c.star.repair, "star.repair",
+           "repairs finish the policy's failed generations: set star.source 'generations' or "
+           "'both', or star.repair=False")
     expect(c.star.source != "generations" or not c.star.alphazero.steps, "star.alphazero.steps",
            "AlphaZero steps need the search's targets: set 0, or star.source 'search' or 'both'")
   if c.rl.gammas:

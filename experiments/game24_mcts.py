@@ -35,7 +35,8 @@ from metacot_jax import scale
 from metacot_jax.data import examples, load_game24
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import evaluate as metacot_eval
-from metacot_jax.metacot import from_generations, from_search, round0, trace, value_labels
+from metacot_jax.metacot import (from_generations, from_search, repair, round0, trace,
+                                 value_labels)
 from metacot_jax.metacot.reward import TraceReward
 from metacot_jax.models import ModelConfig, count_params
 from metacot_jax.runs import RunDir
@@ -485,7 +486,7 @@ def main(argv):
     targets_path = run.path / f"star_{r}_alphazero_targets.npz"
 
     def round_data(r=r, targets_path=targets_path):
-      found = []
+      found, repaired = [], []  # verified traces (search or generations), repaired failures
       if cfg.star.source in ("search", "both"):  # MCTS trees, outside the model
         found, targets = from_search.search_traces(
             policies[-1], metacot_model, tokenizer, star_p, star_search, star_mcts,
@@ -494,16 +495,22 @@ def main(argv):
         # before the SFT starts: a resumed round finds it
         scale.on_primary(lambda: np.savez(targets_path, **targets))
       if cfg.star.source in ("generations", "both"):  # the policy's own in-context searches
-        own, stats = from_generations.verified_generations(
+        generations = from_generations.sampled_generations(
             policies[-1], metacot_model, tokenizer, star_p, samples=cfg.star.generations,
             rng=jax.random.PRNGKey(cfg.seed + r), batch_size=cfg.search.batch_size, mesh=mesh)
-        run.save(f"star/{r}/generations", stats)
+        own, stats = from_generations.verified_generations(star_p, generations)
         print(f"Meta-STaR round {r}: {stats['verified']} of {stats['generations']} sampled "
               f"generations verified, {stats['kept']} distinct legal ones kept "
               f"({stats['kept_with_backtracks']} with backtracks)")
         found += own
+        if cfg.star.repair:  # and the failed ones, cut at their first mistake and finished
+          repaired, repair_stats = repair.repaired_generations(star_p, generations)
+          stats.update(repair_stats)
+          print(f"  {stats['failed']} failed ({stats['failed_with_a_loop']} with a loop), "
+                f"{stats['repaired']} distinct repairs kept")
+        run.save(f"star/{r}/generations", stats)
       run.save(f"star/{r}/solved", sorted({i for i, _ in found}))
-      traces = [(star_p[i], lines) for i, lines in found]
+      traces = [(star_p[i], lines) for i, lines in found + repaired]
       if cfg.star.keep_round0:
         traces += symbolic()
       return metacot_data(traces, f"star/{r}/data")

@@ -33,7 +33,7 @@ TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_
         "--config.star.simulations=2", "--config.rl.updates=3", "--config.rl.checkpoint_every=1",
         "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60",
         "--config.search.hard_puzzles=5", "--config.rl.problems_per_update=8",
-        "--config.star.source=both", "--config.star.generations=2"]
+        "--config.star.source=both", "--config.star.generations=2", "--config.star.repair=True"]
 
 
 def run_job(workdir, *extra, timeout=900, devices=1, **env_extra):
@@ -147,6 +147,12 @@ def test_config_check_of_meta_star_on_the_policys_own_generations():
   cfg.star.source, cfg.star.alphazero.steps = "generations", 0
   configs.check(cfg)
   cfg.star.source, cfg.star.generations = "search", 0  # unused: no generations sampled
+  configs.check(cfg)
+  cfg.star.repair = True  # repairs need failed generations
+  with pytest.raises(ValueError, match=r"star.repair=True: repairs finish the policy's failed "
+                     r"generations: set star.source 'generations' or 'both'"):
+    configs.check(cfg)
+  cfg.star.source, cfg.star.generations = "both", 2
   configs.check(cfg)
 
 
@@ -491,7 +497,8 @@ def test_main_job_packs_its_training_rows(tiny_results):
 
 
 def test_meta_star_round_samples_the_policys_own_generations(tiny_workdir, tiny_results):
-  """TINY's rounds take both sources: MCTS trees and the policy's verified generations."""
+  """TINY's rounds take both sources: MCTS trees and the policy's verified generations, and
+  its failed generations repaired."""
   stats = tiny_results["star/1/generations"]
   assert stats["generations"] == 40 * 2  # star.generations per searched train puzzle
   assert stats["generations"] >= stats["verified"] >= stats["kept"] >= stats["puzzles_solved"]
@@ -500,10 +507,12 @@ def test_meta_star_round_samples_the_policys_own_generations(tiny_workdir, tiny_
   assert solved == sorted(set(solved)) and len(solved) >= stats["puzzles_solved"]
   assert tiny_results["star/1"]["train_solved_by_search"] == len(solved)
   assert tiny_results["star/1"]["source"] == "both"
-  # a round's traces: one per tree solved by search, each kept generation, the symbolic ones
-  symbolic = tiny_results["metacot_data"]["traces"]
-  assert len(solved) + stats["kept"] + symbolic >= tiny_results["star/1/data"]["traces"] >= (
-      stats["kept"] + symbolic)
+  assert stats["generations"] - stats["verified"] <= stats["failed"] <= stats["generations"]
+  assert 0 < stats["repaired"] <= stats["failed"] >= stats["failed_with_a_loop"]
+  # a round's traces: one per tree solved by search, each kept generation and repair, the
+  # symbolic ones
+  own = stats["kept"] + stats["repaired"] + tiny_results["metacot_data"]["traces"]
+  assert len(solved) + own >= tiny_results["star/1/data"]["traces"] >= own
   assert report.STAR_SOURCES["both"] in (tiny_workdir / "report.md").read_text()
 
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from metacot_jax.data import examples
 from metacot_jax.data.examples import Segment, cot_pairs, sft_arrays
 from metacot_jax.data.tokenizer import Tokenizer, pad_batch
-from metacot_jax.metacot import (evaluate, from_generations, from_search, round0, symbolic,
-                                 trace)
+from metacot_jax.metacot import (evaluate, from_generations, from_search, repair, round0,
+                                 symbolic, trace)
 from metacot_jax.metacot.trace import Expansion
 from metacot_jax.models import ModelConfig, init_params
 from metacot_jax.models import sampling
@@ -1362,15 +1362,115 @@ def test_verified_generations_keep_each_distinct_legal_verified_trace(monkeypatc
   monkeypatch.setattr(from_generations, "sample_prompts", scripted)
   config = ModelConfig(vocab_size=TOK.vocab_size, max_len=100, d_model=8, num_layers=1,
                        num_heads=1, d_ff=8)
-  kept, stats = from_generations.verified_generations(
+  generations = from_generations.sampled_generations(
       None, config, TOK, problems, samples=4, rng=jax.random.PRNGKey(0))
   width = len(TOK.encode(problems[0].prompt(), bos=True))
   assert calls == [(2, 100 - width, 1.0, 4)]
+  assert generations == [(i // 4, t) for i, t in enumerate(texts)]  # the end token dropped
+  kept, stats = from_generations.verified_generations(problems, generations)
   assert [(i, trace.trace_text(lines)) for i, lines in kept] == [
       (0, HAND_TRACE + "Answer: (6 * 5) - (10 - 4) = 24\n"),
       (0, straight + "Answer: (6 * 5) - (10 - 4) = 24\n"), (1, texts[-1])]
   assert stats == {"generations": 8, "verified": 5, "kept": 3, "puzzles_solved": 2,
                    "kept_with_backtracks": 1}
   with pytest.raises(ValueError, match="samples must be >= 1"):
-    from_generations.verified_generations(None, config, TOK, problems, samples=0,
-                                          rng=jax.random.PRNGKey(0))
+    from_generations.sampled_generations(None, config, TOK, problems, samples=0,
+                                         rng=jax.random.PRNGKey(0))
+
+
+# Repairs: a failed generation cut before its first mistake and finished by the solver.
+S = lambda *xs: tuple(sorted(Fraction(x) for x in xs))
+FIRST_TWO = "5 + 4 = 9 (left: 6 9 10)\n10 - 9 = 1 (left: 1 6)\n"
+LOOP = FIRST_TWO + "back to 6 9 10\n10 - 9 = 1 (left: 1 6)\nback to 6 9 10\n10 - 9 = 1 (le"
+
+
+@pytest.mark.parametrize("text, steps, state, why", [
+    (LOOP, 2, S(6, 9, 10), "a step taken again: the loop starts in the state it left"),
+    ("5 + 4 = 9 (left: 6 9 10)\n10 - 9 = 2 (left: 2 6)\n6 * 4 = 24 (left: 24)\n", 1,
+     S(6, 9, 10), "a wrong result"),
+    ("5 + 4 = 9 (left: 6 9 10)\nback to 4 5 7\n7 * 4 = 28 (left: 5 28)\n", 1, S(6, 9, 10),
+     "a backtrack to a state never reached"),
+    (FIRST_TWO + "back to 4 5 6 10\n6 * 5 = 3", 2, S(4, 5, 6, 10),
+     "a backtrack, then a line cut off by the length limit"),
+    (FIRST_TWO + "Answer: (10 - 9) * 6 = 24\n", 2, S(1, 6), "a wrong answer after legal steps"),
+    ("", 0, S(4, 5, 6, 10), "nothing written"),
+])
+def test_sound_prefix_stops_before_the_first_mistake(text, steps, state, why):
+  problem = game24.make("4 5 6 10")
+  expansions, current = repair.sound_prefix(problem, text)
+  assert [e.step for e in expansions] == (FIRST_TWO.splitlines() + ["?"])[:steps], why
+  assert current == state, why
+
+
+def test_restart_order_is_the_state_then_its_ancestors_then_the_rest_latest_first():
+  problem = game24.make("4 5 6 10")
+  expansions = trace.parse(problem, FIRST_TWO + "back to 4 5 6 10\n10 - 4 = 6 (left: 5 6 6)\n"
+                           "6 + 6 = 12 (left: 5 12)\n").expansions
+  assert repair.restart_order(problem, expansions, S(6, 9, 10)) == [
+      S(6, 9, 10), S(4, 5, 6, 10), S(5, 12), S(5, 6, 6), S(1, 6)]
+
+
+def test_finishing_steps_never_take_a_step_already_taken():
+  problem = game24.make("4 5 6 10")
+  first = repair.finishing_steps(problem, S(4, 5, 6, 10), set())
+  assert [e.step for e in first] == ["10 - 4 = 6 (left: 5 6 6)", "6 * 5 = 30 (left: 6 30)",
+                                     "30 - 6 = 24 (left: 24)"]  # the solver's first solution
+  tried = {(S(4, 5, 6, 10), S(5, 6, 6))}
+  other = repair.finishing_steps(problem, S(4, 5, 6, 10), tried)
+  assert other[0].step == "5 * 4 = 20 (left: 6 10 20)" and problem.is_goal(other[-1].child)
+  assert repair.finishing_steps(problem, S(6, 9, 10), set()) is None  # 24 out of reach
+  assert repair.finishing_steps(problem, S(24), set()) is None  # no step left to take
+
+
+def test_repaired_lines_of_hand_worked_failures():
+  problem = game24.make("4 5 6 10")
+  # the loop's state (6 9 10) cannot reach 24: back to its parent, then the solver's solution
+  assert trace.trace_text(repair.repaired_lines(problem, LOOP)) == (
+      FIRST_TWO + "back to 4 5 6 10\n10 - 4 = 6 (left: 5 6 6)\n6 * 5 = 30 (left: 6 30)\n"
+      "30 - 6 = 24 (left: 24)\nAnswer: (6 * 5) - (10 - 4) = 24\n")
+  # a loop back at the start: the first step taken again is replaced by one not taken yet
+  again = ("10 - 4 = 6 (left: 5 6 6)\n6 + 6 = 12 (left: 5 12)\nback to 4 5 6 10\n"
+           "10 - 4 = 6 (left: 5 6 6)\n6 + 6 = 12 (left: 5 12)\n")
+  assert trace.trace_text(repair.repaired_lines(problem, again)[:4]) == (
+      "10 - 4 = 6 (left: 5 6 6)\n6 + 6 = 12 (left: 5 12)\nback to 4 5 6 10\n"
+      "5 * 4 = 20 (left: 6 10 20)\n")
+  # the goal reached but a wrong answer written: the right answer for the same steps
+  right = FIRST_TWO.replace("5 + 4 = 9 (left: 6 9 10)\n10 - 9 = 1 (left: 1 6)\n", HAND_TRACE)
+  assert repair.repaired_lines(problem, right + "Answer: 6 * 4 = 24\n") == (
+      from_generations.generation_lines(problem, right + "Answer: (5 * (10 - 4)) - 6 = 24\n"))
+  assert repair.repaired_lines(game24.make("1 1 1 1"), LOOP) is None  # no way to 24 at all
+
+
+def test_repairs_of_broken_symbolic_traces_pass_the_generations_verifier():
+  """Symbolic traces cut short, looped or broken at a random line are each repaired into a
+  trace that `generation_lines` keeps as it is: verified, legal, no step taken twice, and
+  starting with every step before the break."""
+  rng = np.random.default_rng(0)
+  traces = round0.symbolic_traces(ROUND_TRIP_PROBLEMS, 4, seed=5)
+  assert len(traces) >= 20
+  for problem, lines in traces:
+    z = [l.text for l in lines[:-1]]
+    cut = int(rng.integers(1, len(z)))
+    start = trace.BACK + trace.state_name(problem.initial_state())
+    steps = [l for l in z[:cut] if not l.startswith(trace.BACK)]
+    for broken, kept in ((z[:cut], len(steps)),  # cut short
+                         (z[:cut] + [start, z[0]], len(steps)),  # the first step taken again
+                         (z[:cut] + ["1 + 1 = 5 (left: 5)"], len(steps))):  # an illegal line
+      text = "".join(l + "\n" for l in broken)
+      got = repair.repaired_lines(problem, text)
+      assert from_generations.generation_lines(problem, trace.trace_text(got)) == got, text
+      facts = trace.parse(problem, trace.trace_text(got[:-1]))
+      assert len({(e.parent, e.child) for e in facts.expansions}) == len(facts.expansions)
+      assert [e.step for e in facts.expansions][:kept] == steps, text
+
+
+def test_repaired_generations_repair_each_failed_generation_once():
+  problems = [game24.make("4 5 6 10"), game24.make("1 1 1 1")]
+  verified = HAND_TRACE + "Answer: (5 * (10 - 4)) - 6 = 24\n"
+  ones = "1 + 1 = 2 (left: 1 1 2)\nback to 1 1 1 1\n1 + 1 = 2 (left: 1 1 2)\n"  # a loop
+  generations = [(0, verified), (0, LOOP), (0, LOOP), (0, FIRST_TWO), (1, ones), (1, "")]
+  kept, stats = repair.repaired_generations(problems, generations)
+  assert [(i, trace.trace_text(lines)) for i, lines in kept] == [
+      (0, trace.trace_text(repair.repaired_lines(problems[0], LOOP)))]  # FIRST_TWO's: the same
+  # 1 1 1 1 cannot make 24: its failures have no repair
+  assert stats == {"failed": 5, "failed_with_a_loop": 3, "repaired": 1}

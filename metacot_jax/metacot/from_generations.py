@@ -53,33 +53,37 @@ def generation_lines(problem: Countdown, text: str) -> list[trace.Line] | None:
   return trace.linearize(problem, expansions, path)
 
 
-def verified_generations(params, config: ModelConfig, tokenizer: Tokenizer,
-                         problems: Sequence[Countdown], *, samples: int, rng: jax.Array,
-                         temperature: float = 1.0, batch_size: int = 16, mesh=None
-                         ) -> tuple[list[tuple[int, list[trace.Line]]], dict]:
-  """`samples` generations per problem (to the model's length); the distinct ones that
-  `generation_lines` keeps, as (problem index, lines), and what was sampled and kept."""
+def sampled_generations(params, config: ModelConfig, tokenizer: Tokenizer,
+                        problems: Sequence[Countdown], *, samples: int, rng: jax.Array,
+                        temperature: float = 1.0, batch_size: int = 16, mesh=None
+                        ) -> list[tuple[int, str]]:
+  """`samples` generations per problem (to the model's length), as (problem index, text)."""
   if samples < 1:
     raise ValueError(f"samples must be >= 1 generation per problem, got {samples}")
   if not problems:
-    raise ValueError("verified_generations got no problems")
+    raise ValueError("sampled_generations got no problems")
   prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
   cfg = SamplingConfig(config.max_len - max(map(len, prompts)), temperature, 0,
                        (tokenizer.eos_id,))
   out = sample_prompts(params, config, prompts, cfg, rng, batch_size=batch_size,
                        group_size=samples, mesh=mesh)
+  return [(row // samples, tokenizer.decode(tokens[:n]))
+          for row, (tokens, n) in enumerate(zip(out.tokens_BxN, out.lengths_B))]
+
+
+def verified_generations(problems: Sequence[Countdown], generations: Sequence[tuple[int, str]]
+                         ) -> tuple[list[tuple[int, list[trace.Line]]], dict]:
+  """The distinct generations that `generation_lines` keeps, as (problem index, lines),
+  and what was sampled and kept."""
   kept, seen, verified = [], set(), 0
-  for row, (tokens, n) in enumerate(zip(out.tokens_BxN, out.lengths_B)):
-    i = row // samples
-    text = tokenizer.decode(tokens[:n])
+  for i, text in generations:
     verified += problems[i].verify(split_trace(text)[1]).ok
     lines = generation_lines(problems[i], text)
     key = lines and (i, trace.trace_text(lines))
     if lines is not None and key not in seen:
       seen.add(key)
       kept.append((i, lines))
-  return kept, {"generations": len(prompts) * samples,
-                "verified": verified, "kept": len(kept),
+  return kept, {"generations": len(generations), "verified": verified, "kept": len(kept),
                 "puzzles_solved": len({i for i, _ in kept}),
                 "kept_with_backtracks": sum(any(l.tag == trace.BACK_TAG for l in lines)
                                             for _, lines in kept)}
