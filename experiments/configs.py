@@ -132,7 +132,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.star.generations = 8
   # with generations: also train on the failed ones, cut before their first mistake (an
   # illegal line or a step taken again: a loop) and finished by the solver (metacot/repair.py).
-  # Off: at 1.1M from 32-trace models it cost 5-15 test points per round against the same
+  # Off: at 1.1M from 32-trace models it cost 4-15 test points per round against the same
   # rounds without it (seeds 0 and 1, docs/experiments.md)
   c.star.repair = False
   c.star.sft = _train(150, 32, 5e-4, 15, 75, 192)
