@@ -167,8 +167,7 @@ def traced_steps(params, config: ModelConfig, tokenizer: Tokenizer,
       else:
         ids += tokenizer.encode(line.text + "\n")
         if line.tag == trace.BACK_TAG:
-          state = tuple(sorted(countdown.parse_number(x)
-                               for x in line.text[len(trace.BACK):].split()))
+          state = trace.backtrack_target(line.text)
       after_back = line.tag == trace.BACK_TAG
     if len(ids) <= config.max_len:
       rows.append(ids)

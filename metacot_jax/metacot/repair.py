@@ -47,8 +47,7 @@ def sound_prefix(problem: Countdown, text: str) -> tuple[list[Expansion], State]
     tried.add((e.parent, e.child))
     expansions.append(e)
   if lines and lines[-1].startswith(trace.BACK):
-    return expansions, tuple(sorted(countdown.parse_number(t)
-                                    for t in lines[-1][len(trace.BACK):].split()))
+    return expansions, trace.backtrack_target(lines[-1])
   return expansions, expansions[-1].child if expansions else _initial(problem)
 
 

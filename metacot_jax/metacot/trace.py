@@ -60,6 +60,11 @@ def state_name(state: Sequence[Fraction]) -> str:
   return countdown.format_state(state)
 
 
+def backtrack_target(line: str) -> tuple[Fraction, ...]:
+  """The state a `back to` line names; ValueError for a number that does not parse."""
+  return tuple(sorted(countdown.parse_number(t) for t in line[len(BACK):].split()))
+
+
 def linearize(problem: Countdown, expansions: Sequence[Expansion], solution_path: Sequence[int],
               *, value_digits: bool = False) -> list[Line]:
   """Z then S for a search given in visit order.
@@ -168,7 +173,7 @@ def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrac
     after_back = line.startswith(BACK)
     if after_back:
       try:
-        target = tuple(sorted(countdown.parse_number(t) for t in line[len(BACK):].split()))
+        target = backtrack_target(line)
       except ValueError as e:
         errors.append(f"bad backtrack {raw!r}: {e}")
         kinds.append(countdown.MALFORMED)
