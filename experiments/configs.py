@@ -74,6 +74,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.data.bfs_fraction = 0.0
   c.data.astar_fraction = 0.0
   c.data.loss_variant = "all"  # Meta-CoT loss: 'all' | 'z_only' | 'mask_off_path'
+  # each `back to` line lists the steps already tried from its state, `back to 2 4 6 (tried
+  # 6 * 4)`: the models' loops take the step just undone again (docs/experiments.md). Adds
+  # `back to `, ` (tried ` and `, ` to the tokenizer as one token each
+  c.data.back_lists_tried = False
   # several examples to a training row (attention kept inside each): 2-3x the real tokens per
   # row. Every preset packs; only the default's SFT batches were resized for it (star.sft and
   # the full preset's batches now carry 2-4x the examples per step at the same cost).

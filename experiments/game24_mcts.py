@@ -237,7 +237,8 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
                                  rng=jax.random.PRNGKey(cfg.seed), mesh=mesh)
   keep = ("accuracy", "correct", "mean_tokens", "mean_steps", "mean_backtracks",
           "illegal_step_rate", "solved_after_backtrack_rate", "mean_tokens_right", "mean_tokens_wrong",
-          "cut_off_rate", "cut_off_legal_rate", "first_error_kinds", "example")
+          "cut_off_rate", "cut_off_legal_rate", "repeated_step_rate", "first_error_kinds",
+          "example")
   return {k: greedy[k] for k in keep} | sampled
 
 
@@ -337,7 +338,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   check_batches_divide(cfg, scale.mesh_size(mesh))
-  tokenizer = Tokenizer()
+  tokenizer = Tokenizer(trace.TRIED_PIECES if cfg.data.back_lists_tried else ())
   cot_model, metacot_model = model_configs(cfg, tokenizer)
   run = RunDir(flags.FLAGS.workdir)
   check_models_unchanged(run, cot_model, metacot_model, tokenizer)
@@ -392,7 +393,8 @@ def main(argv):
   # seeded, so the same traces each call: built once for Meta-CoT SFT and each round's mix
   symbolic = functools.cache(lambda: round0.symbolic_traces(
       train_p, cfg.data.traces_per_problem, cfg.seed, noise_scales=cfg.data.dfs_noise_scales,
-      bfs_fraction=cfg.data.bfs_fraction, astar_fraction=cfg.data.astar_fraction))
+      bfs_fraction=cfg.data.bfs_fraction, astar_fraction=cfg.data.astar_fraction,
+      list_tried=cfg.data.back_lists_tried))
   init = cot_state.params if cfg.metacot_sft.init_from_cot else None
   metacot_state = sft(cfg, run, "sft_metacot", metacot_model, cfg.metacot_sft,
                       lambda: metacot_data(symbolic(), "metacot_data"), mesh, init_params=init)
@@ -423,7 +425,8 @@ def main(argv):
             f"backtrack, {report.fmt(result.get('cut_off_rate'), True)} cut off by the length "
             "limit")
       print(f"  first errors: {report.first_errors(result)}; "
-            f"{report.fmt(result.get('cut_off_legal_rate'), True)} cut off with every step legal")
+            f"{report.fmt(result.get('cut_off_legal_rate'), True)} cut off with every step legal, "
+            f"{report.fmt(result.get('repeated_step_rate'), True)} with a step taken again")
     result = run.phase(f"arithmetic/{name}", lambda: metacot_eval.arithmetic(
         state.params, model, tokenizer, test_p, np.random.default_rng(cfg.seed),
         batch_size=cfg.eval.batch_size, mesh=mesh))
@@ -432,7 +435,8 @@ def main(argv):
   # Teacher-forced symbolic traces of the test puzzles: steps after a backtrack against the rest.
   traced = run.phase("traced/metacot", lambda: metacot_eval.traced_steps(
       metacot_state.params, metacot_model, tokenizer,
-      round0.symbolic_traces(test_p, 2, cfg.seed + 1, noise_scales=cfg.data.dfs_noise_scales),
+      round0.symbolic_traces(test_p, 2, cfg.seed + 1, noise_scales=cfg.data.dfs_noise_scales,
+                             list_tried=cfg.data.back_lists_tried),
       batch_size=cfg.eval.batch_size))
   print(f"traced steps metacot test: {report.fmt(traced['after_backtrack'], True)} written "
         f"right after a backtrack ({report.fmt(traced.get('after_backtrack_from_path'), True)} "
@@ -491,20 +495,23 @@ def main(argv):
         found, targets = from_search.search_traces(
             policies[-1], metacot_model, tokenizer, star_p, star_search, star_mcts,
             batch_size=cfg.search.batch_size, seed=cfg.seed + r,
-            value_target=cfg.star.value_target, order=cfg.star.trace_order, mesh=mesh)
+            value_target=cfg.star.value_target, order=cfg.star.trace_order,
+            list_tried=cfg.data.back_lists_tried, mesh=mesh)
         # before the SFT starts: a resumed round finds it
         scale.on_primary(lambda: np.savez(targets_path, **targets))
       if cfg.star.source in ("generations", "both"):  # the policy's own in-context searches
         generations = from_generations.sampled_generations(
             policies[-1], metacot_model, tokenizer, star_p, samples=cfg.star.generations,
             rng=jax.random.PRNGKey(cfg.seed + r), batch_size=cfg.search.batch_size, mesh=mesh)
-        own, stats = from_generations.verified_generations(star_p, generations)
+        own, stats = from_generations.verified_generations(
+            star_p, generations, list_tried=cfg.data.back_lists_tried)
         print(f"Meta-STaR round {r}: {stats['verified']} of {stats['generations']} sampled "
               f"generations verified, {stats['kept']} distinct legal ones kept "
               f"({stats['kept_with_backtracks']} with backtracks)")
         found += own
         if cfg.star.repair:  # and the failed ones, cut at their first mistake and finished
-          repaired, repair_stats = repair.repaired_generations(star_p, generations)
+          repaired, repair_stats = repair.repaired_generations(
+              star_p, generations, list_tried=cfg.data.back_lists_tried)
           stats.update(repair_stats)
           print(f"  {stats['failed']} failed ({stats['failed_with_a_loop']} with a loop), "
                 f"{stats['repaired']} distinct repairs kept")
@@ -529,6 +536,7 @@ def main(argv):
                                        batch_size=cfg.eval.batch_size, mesh=mesh)
       # train_solved_by_search: by the round's source, MCTS or the policy's own generations
       return {"greedy_test": greedy["accuracy"], "greedy_correct": greedy["correct"],
+              "greedy_repeated_step_rate": greedy["repeated_step_rate"],
               "source": cfg.star.source, "train_solved_by_search": len(solved),
               "newly_solved": len(set(solved) - solved_ever) if r > 1 else len(solved)}
     result = run.phase(f"star/{r}", round_result)
@@ -536,10 +544,12 @@ def main(argv):
     hard = run.phase(f"star/{r}/hard", lambda: {
         k: v for k, v in metacot_eval.in_context(
             state.params, metacot_model, tokenizer, hard_p, batch_size=cfg.eval.batch_size,
-            mesh=mesh).items() if k in ("accuracy", "correct", "mean_tokens")})
+            mesh=mesh).items() if k in ("accuracy", "correct", "mean_tokens",
+                                        "repeated_step_rate")})
     solved_ever |= set(solved)
     print(f"Meta-STaR round {r}: greedy test {result['greedy_test']:.1%}, hard "
-          f"{hard['accuracy']:.1%}, {result['train_solved_by_search']} train puzzles solved by "
+          f"{hard['accuracy']:.1%} ({report.fmt(hard.get('repeated_step_rate'), True)} with a "
+          f"step taken again), {result['train_solved_by_search']} train puzzles solved by "
           f"{report.STAR_SOURCES[result.get('source', 'search')]} ({result['newly_solved']} new)")
 
   # TS-LLM's table: MCTS accuracy for every (policy_i, value_j) pair of rounds.

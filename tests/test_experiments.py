@@ -33,7 +33,8 @@ TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_
         "--config.star.simulations=2", "--config.rl.updates=3", "--config.rl.checkpoint_every=1",
         "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60",
         "--config.search.hard_puzzles=5", "--config.rl.problems_per_update=8",
-        "--config.star.source=both", "--config.star.generations=2", "--config.star.repair=True"]
+        "--config.star.source=both", "--config.star.generations=2", "--config.star.repair=True",
+        "--config.data.back_lists_tried=True"]
 
 
 def run_job(workdir, *extra, timeout=900, devices=1, **env_extra):
@@ -339,6 +340,8 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
     g = tiny_results[key]  # every generation with an illegal line has one first error kind
     assert sum(g["first_error_kinds"].values()) == pytest.approx(g["illegal_step_rate"])
     assert 0 <= g["cut_off_legal_rate"] <= g["cut_off_rate"]
+    # a step taken again needs two steps or more (its back lines list the steps tried: TINY)
+    assert 0 <= g["repeated_step_rate"] <= np.mean([n >= 2 for n in g.get("steps", [2])])
   text = (tiny_workdir / "report.md").read_text()
   assert ("| solved after a backtrack | mean generated tokens (right / wrong) | cut off by the "
           "length limit |") in text

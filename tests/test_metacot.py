@@ -1129,6 +1129,7 @@ def test_in_context_counts_searches_that_solve_after_a_backtrack(monkeypatch):
   assert got["mean_tokens_right"] == pytest.approx((tokens[0] + tokens[1]) / 2)
   assert got["mean_tokens_wrong"] == tokens[2]
   assert got["cut_off_rate"] == 0.0  # each ended well inside 192 - 12 prompt tokens
+  assert got["repeated_step_rate"] == 0.0
   monkeypatch.setattr(evaluate, "generations", sampler([wrong] * 3))
   got = evaluate.in_context(None, types.SimpleNamespace(max_len=192), tokenizer, problems)
   assert got["solved_after_backtrack_rate"] == 0.0 and got["mean_tokens_right"] is None
@@ -1141,6 +1142,7 @@ def test_in_context_counts_searches_that_solve_after_a_backtrack(monkeypatch):
   assert got["cut_off_rate"] == pytest.approx(1 / 3) and got["correct"] == [True, False, False]
   assert got["tokens"][1] == limit
   assert got["cut_off_legal_rate"] == pytest.approx(1 / 3)  # it searched legally all the way
+  assert got["repeated_step_rate"] == pytest.approx(1 / 3)  # in a loop: 5 + 4 four times
   # the sampler, not the decoded text, says how long a generation was and how it ended: here
   # the model spelled 12 as the digits 1, 2 (re-encoded, one token) and a pad, which decodes
   # to nothing, and was cut off
@@ -1473,3 +1475,87 @@ def test_repaired_generations_repair_each_failed_generation_once():
       (0, trace.trace_text(repair.repaired_lines(problems[0], LOOP)))]  # FIRST_TWO's: the same
   # 1 1 1 1 cannot make 24: its failures have no repair
   assert stats == {"failed": 5, "failed_with_a_loop": 3, "repaired": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# Back lines that list the steps already tried from their state (data.back_lists_tried).
+
+TRIED_TOK = Tokenizer(trace.TRIED_PIECES)
+
+
+def test_back_lines_list_the_steps_tried_from_their_state_by_hand():
+  problem = game24.make("4 5 6 10")
+  expansions = HAND_EXPANSIONS[:3] + [
+      Expansion(_f(6, 9, 10), "9 + 6 = 15 (left: 10 15)", _f(10, 15)),
+      Expansion(_f(4, 5, 6, 10), "6 - 5 = 1 (left: 1 4 10)", _f(1, 4, 10)),
+  ] + HAND_EXPANSIONS[3:]
+  lines = trace.linearize(problem, expansions, [5, 6, 7], list_tried=True)
+  assert [l.text for l in lines if l.tag == trace.BACK_TAG] == [
+      "back to 6 9 10 (tried 10 - 9)",
+      "back to 4 5 6 10 (tried 5 + 4)",
+      "back to 4 5 6 10 (tried 5 + 4, 6 - 5)"]
+  plain = trace.linearize(problem, expansions, [5, 6, 7])
+  # the same lines but for the lists, and the same facts when read back
+  assert [l.tag for l in lines] == [l.tag for l in plain]
+  assert [trace.backtrack_target(l.text) for l in lines if l.tag == trace.BACK_TAG] == [
+      _f(6, 9, 10), _f(4, 5, 6, 10), _f(4, 5, 6, 10)]
+  facts, plain_facts = (trace.parse(problem, trace.trace_text(ls)) for ls in (lines, plain))
+  assert facts == plain_facts and facts.errors == () and facts.backtracks == 3
+
+
+def test_tried_pieces_are_one_token_each_and_round_trip():
+  line = "back to 1/8 1 1 (tried 1/8 / 1, 1 * 1)\n"
+  assert TRIED_TOK.decode(TRIED_TOK.encode(line)) == line
+  for piece in trace.TRIED_PIECES:
+    assert TRIED_TOK.encode(piece) == [TRIED_TOK.id_of(piece)]
+  # fewer tokens than `back to ` spelled out in the plain tokenizer, the list included
+  assert len(TRIED_TOK.encode(line)) < len(TOK.encode(line))
+  assert TRIED_TOK.vocab_size == TOK.vocab_size + 3
+  assert TRIED_TOK.vocab[:TOK.vocab_size] == TOK.vocab  # the plain ids keep their meaning
+
+
+def test_parse_counts_steps_taken_again_from_the_same_state():
+  problem = game24.make("4 5 6 10")
+  loop = "5 + 4 = 9 (left: 6 9 10)\nback to 4 5 6 10\n5 + 4 = 9 (left: 6 9 10)\n"
+  assert trace.parse(problem, loop).repeated_steps == 1
+  assert trace.parse(problem, loop + "back to 4 5 6 10\n" + loop.split("\n")[0]
+                     ).repeated_steps == 2
+  # the same child by another operation is a new step; the same operation elsewhere too
+  other = "6 - 5 = 1 (left: 1 4 10)\nback to 4 5 6 10\n5 - 4 = 1 (left: 1 6 10)\n"
+  assert trace.parse(problem, other).repeated_steps == 0
+  assert trace.parse(problem, HAND_TRACE).repeated_steps == 0
+
+
+def test_symbolic_traces_with_lists_name_every_step_tried_before_the_back_line():
+  traces = round0.symbolic_traces(ROUND_TRIP_PROBLEMS, 6, seed=7, list_tried=True,
+                                  bfs_fraction=0.3, astar_fraction=0.3)
+  listed = 0
+  for problem, lines in traces:
+    facts = trace.parse(problem, trace.trace_text(lines))
+    assert facts.errors == () and facts.reached_goal and facts.repeated_steps == 0
+    tried, state = {}, tuple(sorted(problem.initial_state()))
+    for l in lines[:-1]:
+      if l.tag == trace.BACK_TAG:
+        state = trace.backtrack_target(l.text)
+        assert l.text == trace.back_line(state, tried.get(state, ()))
+        listed += bool(tried.get(state))
+      else:
+        child = countdown.check_step(state, l.text).state
+        tried.setdefault(state, []).append(l.text)
+        state = tuple(sorted(child))
+  assert listed >= 20, listed  # the check has teeth
+
+
+def test_generations_with_lists_are_relisted_and_loops_are_not_kept():
+  problem = game24.make("4 5 6 10")
+  answer = "Answer: (5 * (10 - 4)) - 6 = 24\n"
+  # a generation whose list is wrong is kept with the list its steps give
+  wrong_list = HAND_TRACE.replace("back to 4 5 6 10", "back to 4 5 6 10 (tried 6 - 5)")
+  lines = from_generations.generation_lines(problem, wrong_list + answer, list_tried=True)
+  assert lines[3].text == "back to 4 5 6 10 (tried 5 + 4)"
+  assert trace.trace_text(lines[:-1]) == HAND_TRACE.replace(
+      "back to 4 5 6 10", "back to 4 5 6 10 (tried 5 + 4)")
+  # one that takes a step again, kept without lists, is not kept with them
+  looped = "5 + 4 = 9 (left: 6 9 10)\nback to 4 5 6 10\n" + HAND_TRACE
+  assert from_generations.generation_lines(problem, looped + answer) is not None
+  assert from_generations.generation_lines(problem, looped + answer, list_tried=True) is None

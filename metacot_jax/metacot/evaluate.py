@@ -41,6 +41,8 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
   `cut_off_legal_rate` the share cut off after one or more steps, every one legal: searches
   that needed only more room (the others had already gone wrong). `first_error_kinds` gives,
   for each of `trace.ERROR_KINDS`, the share of generations whose first error is of that kind.
+  `repeated_step_rate` is the share with a step taken again from a state it was taken from
+  before (`trace.ParsedTrace.repeated_steps`): mostly loops back into a branch just left.
   """
   width = max(len(tokenizer.encode(p.prompt(), bos=True)) for p in problems)
   max_new_tokens = max_new_tokens or config.max_len - width
@@ -68,6 +70,7 @@ def in_context(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequ
       "cut_off_rate": float(np.mean(cut_off)),
       "cut_off_legal_rate": float(np.mean([c and f.steps > 0 and not f.errors
                                            for c, f in zip(cut_off, facts)])),
+      "repeated_step_rate": float(np.mean([f.repeated_steps > 0 for f in facts])),
       "first_error_kinds": {kind: float(np.mean([f.first_error_kind == kind for f in facts]))
                             for kind in trace.ERROR_KINDS},
       "correct": correct, "tokens": tokens,

@@ -38,19 +38,23 @@ def solution_path(problem: Countdown, expansions: Sequence[trace.Expansion]) -> 
   return path[::-1] or None
 
 
-def generation_lines(problem: Countdown, text: str) -> list[trace.Line] | None:
+def generation_lines(problem: Countdown, text: str, *, list_tried: bool = False
+                     ) -> list[trace.Line] | None:
   """A generated trace as training lines, or None unless its answer verifies, every line
   before it is legal (steps, and backtracks to states it reached) and a step reaches the
-  target."""
+  target. With `list_tried` (`back to` lines list the steps tried from their state) a
+  generation that takes a step again is not kept either: its back line would list the step
+  it then takes."""
   z, answer = split_trace(text)
   if not (answer and problem.verify(answer).ok):
     return None
   facts = trace.parse(problem, z)
-  path = None if facts.errors else solution_path(problem, facts.expansions)
+  sound = not facts.errors and not (list_tried and facts.repeated_steps)
+  path = solution_path(problem, facts.expansions) if sound else None
   if path is None:
     return None
   expansions = facts.expansions[:path[-1] + 1]  # steps after the goal, if any, are dropped
-  return trace.linearize(problem, expansions, path)
+  return trace.linearize(problem, expansions, path, list_tried=list_tried)
 
 
 def sampled_generations(params, config: ModelConfig, tokenizer: Tokenizer,
@@ -71,14 +75,15 @@ def sampled_generations(params, config: ModelConfig, tokenizer: Tokenizer,
           for row, (tokens, n) in enumerate(zip(out.tokens_BxN, out.lengths_B))]
 
 
-def verified_generations(problems: Sequence[Countdown], generations: Sequence[tuple[int, str]]
+def verified_generations(problems: Sequence[Countdown], generations: Sequence[tuple[int, str]],
+                         *, list_tried: bool = False
                          ) -> tuple[list[tuple[int, list[trace.Line]]], dict]:
   """The distinct generations that `generation_lines` keeps, as (problem index, lines),
   and what was sampled and kept."""
   kept, seen, verified = [], set(), 0
   for i, text in generations:
     verified += problems[i].verify(split_trace(text)[1]).ok
-    lines = generation_lines(problems[i], text)
+    lines = generation_lines(problems[i], text, list_tried=list_tried)
     key = lines and (i, trace.trace_text(lines))
     if lines is not None and key not in seen:
       seen.add(key)

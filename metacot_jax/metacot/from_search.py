@@ -83,7 +83,7 @@ def tree_expansions(problem: Countdown, tokenizer: Tokenizer, nodes: step_mdp.No
 def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Sequence[Countdown],
                   search: step_mdp.SearchConfig, cfg: mcts.MCTSConfig, *, batch_size: int,
                   seed: int, value_target: str = "outcome", order: str = "simulation",
-                  mesh=None
+                  list_tried: bool = False, mesh=None
                   ) -> tuple[list[tuple[int, list[trace.Line]]], dict[str, np.ndarray]]:
   """MCTS on every problem: (problem index, trace) for the verified trees, linearized
   in `order` (`tree_expansions`), and the AlphaZero targets of every root
@@ -110,7 +110,7 @@ def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Se
       found = tree_expansions(chunk[b], tokenizer, nodes, tree.parents[b], order)
       if found is not None:
         try:
-          out.append((start + b, trace.linearize(chunk[b], *found)))
+          out.append((start + b, trace.linearize(chunk[b], *found, list_tried=list_tried)))
           solved[b] = True
         except ValueError:  # the path is not a legal solution (possible without the verifier)
           continue

@@ -88,7 +88,8 @@ def finishing_steps(problem: Countdown, start: State, tried: set[tuple[State, St
   return None
 
 
-def repaired_lines(problem: Countdown, text: str) -> list[trace.Line] | None:
+def repaired_lines(problem: Countdown, text: str, *, list_tried: bool = False
+                   ) -> list[trace.Line] | None:
   """A generation's search up to its first mistake, finished by the solver, as training
   lines; None when no state it reached leads on to the target by untried steps."""
   expansions, current = sound_prefix(problem, text)
@@ -101,20 +102,21 @@ def repaired_lines(problem: Countdown, text: str) -> list[trace.Line] | None:
       return None
     expansions = expansions + finish
     path = solution_path(problem, expansions)
-  return trace.linearize(problem, expansions[:path[-1] + 1], path)
+  return trace.linearize(problem, expansions[:path[-1] + 1], path, list_tried=list_tried)
 
 
-def repaired_generations(problems: Sequence[Countdown], generations: Sequence[tuple[int, str]]
+def repaired_generations(problems: Sequence[Countdown], generations: Sequence[tuple[int, str]],
+                         *, list_tried: bool = False
                          ) -> tuple[list[tuple[int, list[trace.Line]]], dict]:
   """The distinct repairs of the generations that `generation_lines` does not keep, as
   (problem index, lines), and how many failed, were repaired, and looped."""
   kept, seen, failed, looped = [], set(), 0, 0
   for i, text in generations:
-    if generation_lines(problems[i], text) is not None:
+    if generation_lines(problems[i], text, list_tried=list_tried) is not None:
       continue
     failed += 1
     looped += _loops(problems[i], text)
-    lines = repaired_lines(problems[i], text)
+    lines = repaired_lines(problems[i], text, list_tried=list_tried)
     key = lines and (i, trace.trace_text(lines))
     if lines is not None and key not in seen:
       seen.add(key)
@@ -124,5 +126,4 @@ def repaired_generations(problems: Sequence[Countdown], generations: Sequence[tu
 
 def _loops(problem: Countdown, text: str) -> bool:
   """Whether a generation takes a step again from a state it took it from before."""
-  expansions = trace.parse(problem, split_trace(text)[0], cut_off=True).expansions
-  return len({(e.parent, e.child) for e in expansions}) < len(expansions)
+  return trace.parse(problem, split_trace(text)[0], cut_off=True).repeated_steps > 0

@@ -45,13 +45,16 @@ def check_search_mix(bfs_fraction: float, astar_fraction: float) -> None:
 
 def symbolic_traces(problems: Sequence[Countdown], traces_per_problem: int, seed: int = 0, *,
                     noise_scales: Sequence[float] = (0.3, 0.6, 1.0), max_children: int = 3,
-                    bfs_fraction: float = 0.0, astar_fraction: float = 0.0
-                    ) -> list[tuple[Countdown, list[trace.Line]]]:
+                    bfs_fraction: float = 0.0, astar_fraction: float = 0.0,
+                    list_tried: bool = False) -> list[tuple[Countdown, list[trace.Line]]]:
   """Successful symbolic searches, `traces_per_problem` tries per problem (failures dropped).
 
   Each search blurs the true solvability with noise of a scale drawn from `noise_scales`:
   0 walks straight to the goal, larger scales take more dead ends and backtracks. A share
-  `bfs_fraction` of the tries is BFS, `astar_fraction` A*, the rest DFS.
+  `bfs_fraction` of the tries is BFS, `astar_fraction` A*, the rest DFS. `list_tried`:
+  each `back to` line lists the steps tried from its state (`trace.linearize`), and the
+  rare search that takes a step again (reaching a state twice) is dropped: its list would
+  name the step it takes next.
   """
   scales = check_noise_scales(noise_scales)
   check_search_mix(bfs_fraction, astar_fraction)
@@ -67,6 +70,6 @@ def symbolic_traces(problems: Sequence[Countdown], traces_per_problem: int, seed
         found = symbolic.astar(problem, rng, noise_scale=noise)
       else:
         found = symbolic.dfs(problem, rng, max_children=max_children, noise_scale=noise)
-      if found is not None:
-        out.append((problem, trace.linearize(problem, *found)))
+      if found is not None and not (list_tried and trace.repeated_steps(found[0])):
+        out.append((problem, trace.linearize(problem, *found, list_tried=list_tried)))
   return out

@@ -13,7 +13,9 @@ costs few tokens and parses unambiguously:
     30 - 6 = 24 (left: 24)          the goal
     Answer: (5 * (10 - 4)) - 6 = 24 S: the answer line
 
-Optionally each step carries its value, ` v7` meaning 0.7 (`value_digits`). A
+Optionally each `back to` line lists the steps already tried from the state it names,
+`back to 4 5 6 10 (tried 5 + 4, 10 - 6)` (`list_tried`), so that the step not to take again
+stands next to the choice. Optionally each step carries its value, ` v7` meaning 0.7 (`value_digits`). A
 trace is a list of `Line`s tagged `on_path` (steps of the final solution),
 `off_path` (explored and abandoned), `back` or `answer`; the tags give the loss
 masks of the paper's three variants (App. C).
@@ -31,6 +33,10 @@ from metacot_jax.tasks.base import StepCheck
 from metacot_jax.tasks.countdown import Countdown
 
 BACK = "back to "
+TRIED = " (tried "
+# one token each in the tokenizer of runs that list tried steps (`Tokenizer(TRIED_PIECES)`):
+# a back line then costs fewer tokens than `back to ` spelled out by characters
+TRIED_PIECES = (BACK, TRIED, ", ")
 _VALUE = re.compile(r" v([0-9])$")
 
 ON_PATH, OFF_PATH, BACK_TAG, ANSWER = "on_path", "off_path", "back", "answer"
@@ -61,24 +67,47 @@ def state_name(state: Sequence[Fraction]) -> str:
 
 
 def backtrack_target(line: str) -> tuple[Fraction, ...]:
-  """The state a `back to` line names; ValueError for a number that does not parse."""
-  return tuple(sorted(countdown.parse_number(t) for t in line[len(BACK):].split()))
+  """The state a `back to` line names (any list of tried steps aside); ValueError for a
+  number that does not parse."""
+  named = line[len(BACK):].split(TRIED)[0]
+  return tuple(sorted(countdown.parse_number(t) for t in named.split()))
+
+
+def repeated_steps(expansions: Sequence[Expansion]) -> int:
+  """Steps taken again from a state they were taken from before (the same operation)."""
+  taken = [(tuple(sorted(e.parent)), move(e.step)) for e in expansions]
+  return len(taken) - len(set(taken))
+
+
+def move(step: str) -> str:
+  """A step line's operation alone, `6 * 4` of `6 * 4 = 24 (left: 2 24)`."""
+  return step.split(" = ")[0].strip()
+
+
+def back_line(state: Sequence[Fraction], tried: Sequence[str] = ()) -> str:
+  """`back to <state>`, with the steps already tried from it when any are given."""
+  listed = f"{TRIED}{', '.join(move(s) for s in tried)})" if tried else ""
+  return BACK + state_name(state) + listed
 
 
 def linearize(problem: Countdown, expansions: Sequence[Expansion], solution_path: Sequence[int],
-              *, value_digits: bool = False) -> list[Line]:
+              *, value_digits: bool = False, list_tried: bool = False) -> list[Line]:
   """Z then S for a search given in visit order.
 
   `solution_path` indexes the expansions that form the solution (the last one
   reaches the target). Whenever the next expansion does not start from the
-  current state, a `back to` line names the state it starts from.
+  current state, a `back to` line names the state it starts from and, with
+  `list_tried`, the steps taken from that state before.
   """
   on_path = set(solution_path)
   current = tuple(sorted(problem.initial_state()))
-  lines = []
+  lines, tried = [], {}
   for i, e in enumerate(expansions):
-    if tuple(sorted(e.parent)) != current:
-      lines.append(Line(BACK + state_name(e.parent), BACK_TAG))
+    parent = tuple(sorted(e.parent))
+    if parent != current:
+      lines.append(Line(back_line(parent, tried.get(parent, ()) if list_tried else ()),
+                        BACK_TAG))
+    tried.setdefault(parent, []).append(e.step)
     text = e.step
     if value_digits and e.value is not None:
       text += f" v{min(9, int(e.value * 10))}"
@@ -146,6 +175,9 @@ class ParsedTrace:
   # every legal step, from the state it was taken in (a tree only when `errors` is empty: a
   # step after a backtrack to an unvisited state starts from a state no step made)
   expansions: tuple[Expansion, ...] = ()
+  # legal steps taken again from a state they were taken from before: a greedy policy
+  # that does this after a backtrack loops until the length limit
+  repeated_steps: int = 0
 
 
 def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrace:
@@ -201,4 +233,4 @@ def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrac
     reached |= problem.is_goal(current)
   return ParsedTrace(tuple(states), steps, backtracks, answer, tuple(errors), reached,
                      bool(errors) and at_backtrack, kinds[0] if kinds else "",
-                     tuple(expansions))
+                     tuple(expansions), repeated_steps(expansions))
