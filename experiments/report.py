@@ -251,13 +251,16 @@ def write(run: RunDir):
   if greedy:
     kinds = list(greedy[0][2]["first_error_kinds"])
     lines += ["", "What the first illegal line of each greedy generation got wrong, as shares of "
-              "the generations (`trace.ERROR_KINDS`), and the generations cut off with every "
-              "step legal: searches that needed only more room.", "",
+              "the generations (`trace.ERROR_KINDS`), the generations cut off with every "
+              "step legal (searches that needed only more room), and those that take a step "
+              "again from a state they took it from before (loops).", "",
               "| model | split | with an illegal step | " + " | ".join(kinds)
-              + " | cut off, every step legal |", "| --- " * (len(kinds) + 4) + "|"]
+              + " | cut off, every step legal | with a step taken again |",
+              "| --- " * (len(kinds) + 5) + "|"]
     lines += [f"| {name} | {split} | {g['illegal_step_rate']:.0%} | "
               + " | ".join(f"{g['first_error_kinds'][k]:.0%}" for k in kinds)
-              + f" | {g['cut_off_legal_rate']:.0%} |" for name, split, g in greedy]
+              + f" | {g['cut_off_legal_rate']:.0%} | {_share(g, 'repeated_step_rate', '.0%')} |"
+              for name, split, g in greedy]
   given = [(name, r[f"arithmetic/{name}"]) for name in ("cot", "metacot")
            if f"arithmetic/{name}" in r]
   if given:

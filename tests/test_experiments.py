@@ -291,17 +291,20 @@ def test_resuming_with_other_overrides_says_what_changed(tmp_path, tiny_workdir,
   older["greedy/metacot/test"] = {k: v for k, v in older["greedy/metacot/test"].items()
                                   if k not in ("solved_after_backtrack_rate", "cut_off_rate",
                                                "mean_tokens_right", "mean_tokens_wrong",
-                                               "cut_off_legal_rate", "first_error_kinds")}
+                                               "cut_off_legal_rate", "first_error_kinds",
+                                               "repeated_step_rate")}
   (workdir / "results.json").write_text(json.dumps(older))
   again = run_job(workdir, *TINY, "--config.rl.beta=0.5")
   assert again.returncode == 0, again.stderr[-3000:]
   acc = tiny_results["greedy/metacot/test"]["accuracy"]
   assert f"greedy metacot  test: {acc:.1%}" in again.stdout
   assert "- solved after a backtrack, - cut off" in again.stdout  # the older result has neither
-  assert "first errors: -; - cut off with every step legal" in again.stdout
+  assert ("first errors: -; - cut off with every step legal, - with a step taken again"
+          in again.stdout)
   cot = tiny_results["greedy/cot/test"]  # a result that has them prints them
   assert (f"first errors: {report.first_errors(cot)}; {cot['cut_off_legal_rate']:.1%} cut off "
-          "with every step legal") in again.stdout
+          f"with every step legal, {cot['repeated_step_rate']:.1%} with a step taken "
+          "again") in again.stdout
   assert "was started with another config (rl.beta: 0.02 -> 0.5)" in again.stderr
   results = json.loads((workdir / "results.json").read_text())
   assert results["config_changes"] == ["rl.beta: 0.02 -> 0.5"]
@@ -349,7 +352,7 @@ def test_greedy_results_split_right_and_wrong_lengths(tiny_workdir, tiny_results
           "length limit |") in text
   assert ("| with an illegal step | malformed line | number not available | division by zero | "
           "wrong result | wrong numbers left | backtrack to an unvisited state | line after the "
-          "last number | cut off, every step legal |") in text
+          "last number | cut off, every step legal | with a step taken again |") in text
   assert "| RL reference | test | " in text and "| RL gamma 0.99 | test | " in text
 
 
