@@ -108,6 +108,12 @@ def model_config(tokenizer: Tokenizer, c, flag: str = "model") -> ModelConfig:
     raise app.UsageError(f"--config.{flag}: {e}") from None
 
 
+def run_tokenizer(cfg) -> Tokenizer:
+  """The tokenizer of a run: with `data.back_lists_tried`, `trace.TRIED_PIECES` one token each
+  (a run's checkpoints fit only the vocabulary they were trained with)."""
+  return Tokenizer(trace.TRIED_PIECES if cfg.data.get("back_lists_tried", False) else ())
+
+
 def model_configs(cfg, tokenizer: Tokenizer) -> tuple[ModelConfig, ModelConfig]:
   """(CoT model, Meta-CoT model). With `metacot_sft.init_from_cot` their shapes must agree
   (the compute dtype and local heads may differ: neither changes the parameters); checked
@@ -338,7 +344,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   check_batches_divide(cfg, scale.mesh_size(mesh))
-  tokenizer = Tokenizer(trace.TRIED_PIECES if cfg.data.back_lists_tried else ())
+  tokenizer = run_tokenizer(cfg)
   cot_model, metacot_model = model_configs(cfg, tokenizer)
   run = RunDir(flags.FLAGS.workdir)
   check_models_unchanged(run, cot_model, metacot_model, tokenizer)

@@ -473,7 +473,12 @@ def test_cot_baseline_trains_to_the_meta_cot_budget(tiny_workdir, tiny_results):
   assert max(r["step"] for r in logged if r["phase"] == "sft_cot_matched") == (
       cfg["metacot_sft"]["steps"])
 
-  tok, config = Tokenizer(), ml_collections.ConfigDict(cfg)
+  config = ml_collections.ConfigDict(cfg)
+  tok = game24_mcts.run_tokenizer(config)
+  assert tok.vocab_size == Tokenizer().vocab_size + 3  # TINY lists the steps tried
+  plain = configs.get_config("quick").to_dict()
+  del plain["data"]["back_lists_tried"]  # a run from before the option: the plain vocabulary
+  assert game24_mcts.run_tokenizer(ml_collections.ConfigDict(plain)).vocab == Tokenizer().vocab
   model, _ = game24_mcts.model_configs(config, tok)
   run = RunDir(tiny_workdir)
   params = {}
