@@ -75,8 +75,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.data.astar_fraction = 0.0
   c.data.loss_variant = "all"  # Meta-CoT loss: 'all' | 'z_only' | 'mask_off_path'
   # each `back to` line lists the steps already tried from its state, `back to 2 4 6 (tried
-  # 6 * 4)`: the models' loops take the step just undone again (docs/experiments.md). Adds
-  # `back to `, ` (tried ` and `, ` to the tokenizer as one token each
+  # 6 * 4)`: the models' loops take the step just undone again. Adds `back to `, ` (tried `
+  # and `, ` to the tokenizer as one token each. Off: at 1.1M (32 traces, three rounds on
+  # the policy's generations, seeds 0 and 1) the model wrote the lists right and still took a
+  # listed step; test split level, hard 4.9 points lower (docs/experiments.md)
   c.data.back_lists_tried = False
   # several examples to a training row (attention kept inside each): 2-3x the real tokens per
   # row. Every preset packs; only the default's SFT batches were resized for it (star.sft and
