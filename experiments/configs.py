@@ -11,6 +11,7 @@ TPU host. Every field can be overridden on the command line, e.g.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -100,6 +101,13 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # level with Meta-CoT both times (docs/experiments.md).
   c.metacot_sft.matched_cot = True
   c.value_weight = 1.0
+  # Weight of an unlikelihood loss on the Meta-CoT traces (0: off): at each step right after a
+  # `back to` line, -log(1 - p) of the token where each step already tried from that state
+  # would start (the loop the greedy models fall into: docs/experiments.md).
+  c.unlikelihood_weight = 0.0
+  # 'token': -log(1 - p) of that token; 'pairwise': -log sigmoid of the written token's logit
+  # minus that token's (train.losses.unlikelihood_loss)
+  c.unlikelihood_form = "pairwise"
 
   c.search = ml_collections.ConfigDict()
   c.search.num_candidates = 4
@@ -254,6 +262,7 @@ def check(c: ml_collections.ConfigDict) -> None:
   from metacot_jax.search.mcts import MCTSConfig
   from metacot_jax.search.step_mdp import SearchConfig
   from metacot_jax.train.alphazero import VALUE_TARGETS
+  from metacot_jax.train.losses import UNLIKELIHOOD_FORMS
   from metacot_jax.train.rl import RLConfig
   from metacot_jax.train.state import OptimizerConfig
 
@@ -277,6 +286,12 @@ def check(c: ml_collections.ConfigDict) -> None:
     positive(field)
   for field in ("data.walks_per_problem", "data.unsolvable_walks", "star.rounds"):
     expect(whole(_get(c, field)) and _get(c, field) >= 0, field, "must be a whole number >= 0")
+  weight = c.unlikelihood_weight
+  expect(isinstance(weight, (int, float)) and not isinstance(weight, bool)
+         and math.isfinite(weight) and weight >= 0, "unlikelihood_weight",
+         "must be a number >= 0 (0 turns the unlikelihood loss off)")
+  expect(c.unlikelihood_form in UNLIKELIHOOD_FORMS, "unlikelihood_form",
+         f"choose one of {UNLIKELIHOOD_FORMS}")
   expect(c.data.loss_variant in trace.LOSS_VARIANTS, "data.loss_variant",
          f"choose one of {trace.LOSS_VARIANTS}")
   valid("data.dfs_noise_scales", lambda: round0.check_noise_scales(c.data.dfs_noise_scales))

@@ -146,9 +146,10 @@ def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, mesh, init
     state = checkpoints.restore(state)[1]
   else:
     run.forget_log(name, after_step=checkpoints.latest_step() or 0)  # logged again on resume
-    step = functools.partial(step or functools.partial(sft_step, config=model,
-                                                       value_weight=cfg.value_weight),
-                             micro_batches=tc.micro_batches)
+    step = functools.partial(step or functools.partial(
+        sft_step, config=model, value_weight=cfg.value_weight,
+        unlikelihood_weight=cfg.unlikelihood_weight, unlikelihood_form=cfg.unlikelihood_form),
+        micro_batches=tc.micro_batches)
     state, _ = train(state, data_fn(), step, num_steps=tc.steps, batch_size=tc.batch_size,
                      seed=cfg.seed, checkpoints=checkpoints,
                      checkpoint_every=tc.checkpoint_every, config_to_save=cfg.to_dict(),
@@ -246,6 +247,11 @@ def rl_evaluation(cfg, tokenizer: Tokenizer, model: ModelConfig, params, problem
           "cut_off_rate", "cut_off_legal_rate", "repeated_step_rate", "first_error_kinds",
           "example")
   return {k: greedy[k] for k in keep} | sampled
+
+
+# Unlikelihood targets kept per Meta-CoT example (`examples.encode`): symbolic traces hold at
+# most 7 (1,344 traces of 200 puzzles); a longer generation keeps its first 16.
+MAX_AVOIDS = 16
 
 
 # Model fields that runs from before they existed used (configs saved then lack them).
@@ -370,9 +376,10 @@ def main(argv):
   # 1. CoT SFT: policy on clean solutions, PRM on solver-labelled walks (one trunk).
   walks = walk_data(cfg, train_p)
 
-  def training_rows(exs, length: int, key: str, **stats):
-    """Token arrays of `exs` (packed several to a row with `data.pack`); sizes saved."""
-    arrays, dropped = examples.encode(tokenizer, exs, length)
+  def training_rows(exs, length: int, key: str, max_avoids: int = 0, **stats):
+    """Token arrays of `exs` (packed several to a row with `data.pack`), with up to
+    `max_avoids` unlikelihood targets each; sizes saved."""
+    arrays, dropped = examples.encode(tokenizer, exs, length, max_avoids=max_avoids)
     n = len(arrays["tokens"])
     if cfg.data.pack:
       arrays = examples.pack(arrays)
@@ -391,9 +398,12 @@ def main(argv):
   # weights when the shapes agree (it can already compute) or from scratch.
 
   def metacot_data(traces, key):
-    exs = [round0.trace_segments(p, lines, cfg.data.loss_variant) for p, lines in traces]
+    avoid = cfg.unlikelihood_weight > 0
+    exs = [round0.trace_segments(p, lines, cfg.data.loss_variant, avoid=avoid)
+           for p, lines in traces]
     lengths = [len(tokenizer.encode(trace.trace_text(lines))) for _, lines in traces]
-    return training_rows(exs + walks, cfg.metacot_sft.length, key, traces=len(traces),
+    return training_rows(exs + walks, cfg.metacot_sft.length, key,
+                         max_avoids=MAX_AVOIDS if avoid else 0, traces=len(traces),
                          mean_trace_tokens=float(np.mean(lengths)) if lengths else 0.0)
 
   # seeded, so the same traces each call: built once for Meta-CoT SFT and each round's mix

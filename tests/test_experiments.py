@@ -34,7 +34,7 @@ TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_
         "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60",
         "--config.search.hard_puzzles=5", "--config.rl.problems_per_update=8",
         "--config.star.source=both", "--config.star.generations=2", "--config.star.repair=True",
-        "--config.data.back_lists_tried=True"]
+        "--config.data.back_lists_tried=True", "--config.unlikelihood_weight=1.0"]
 
 
 def run_job(workdir, *extra, timeout=900, devices=1, **env_extra):
@@ -82,6 +82,8 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
     ("data.test_puzzles", 0, "data.test_puzzles=0: must be a whole number >= 1"),
     ("data.hard_puzzles", -3, "data.hard_puzzles=-3: must be a whole number >= 1"),
     ("data.loss_variant", "zonly", "data.loss_variant='zonly': choose one of"),
+    ("unlikelihood_weight", -0.5, "unlikelihood_weight=-0.5: must be a number >= 0"),
+    ("unlikelihood_form", "sequence", "unlikelihood_form='sequence': choose one of"),
     ("data.dfs_noise_scales", (), "data.dfs_noise_scales: DFS noise scales must be"),
     ("data.bfs_fraction", 1.5, "data.bfs_fraction: the shares of BFS and A* traces must be"),
     ("data.astar_fraction", -0.1, "data.astar_fraction: the shares of BFS and A* traces"),
@@ -117,9 +119,9 @@ def test_config_check_names_the_field_of_each_value_a_phase_would_reject(field, 
   for preset in configs.PRESETS:
     configs.check(configs.get_config(preset))  # every preset as it ships
   cfg = configs.get_config("default")
-  group, name = field.split(".")
+  *group, name = field.split(".")  # a group's field, or a top-level one
   with cfg.unlocked():
-    cfg[group][name] = value
+    (cfg[group[0]] if group else cfg)[name] = value
   with pytest.raises(ValueError) as e:
     configs.check(cfg)
   assert message in str(e.value)
@@ -281,6 +283,21 @@ def tiny_workdir(tmp_path_factory):
 def tiny_results(tiny_workdir):
   """results.json of that run."""
   return json.loads((tiny_workdir / "results.json").read_text())
+
+
+def test_unlikelihood_loss_trains_the_meta_cot_phases_only(tiny_workdir):
+  """With unlikelihood_weight the Meta-CoT phases log the loss on the steps tried before a
+  backtrack; the CoT phase has no backtracks, so no targets."""
+  logged = [json.loads(l) for l in (tiny_workdir / "metrics.jsonl").read_text().splitlines()]
+  by_phase = {}
+  for record in logged:
+    by_phase.setdefault(record["phase"], []).append(record)
+  assert all("unlikelihood_loss" not in r for r in by_phase["sft_cot"])
+  assert by_phase["sft_metacot"] and all(
+      r["unlikelihood_loss"] > 0 and 0 < r["avoided_probability"] < 1
+      for r in by_phase["sft_metacot"])
+  # a round's traces are the policy's and its searches': some rounds hold no backtrack
+  assert by_phase["star_1"] and all(0 <= r["avoided_probability"] < 1 for r in by_phase["star_1"])
 
 
 def test_resuming_with_other_overrides_says_what_changed(tmp_path, tiny_workdir, tiny_results):

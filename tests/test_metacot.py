@@ -1559,3 +1559,98 @@ def test_generations_with_lists_are_relisted_and_loops_are_not_kept():
   looped = "5 + 4 = 9 (left: 6 9 10)\nback to 4 5 6 10\n" + HAND_TRACE
   assert from_generations.generation_lines(problem, looped + answer) is not None
   assert from_generations.generation_lines(problem, looped + answer, list_tried=True) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Unlikelihood targets: the steps already tried from the state a step after a backtrack
+# starts from (`trace.avoided_moves`), as tokens at the positions they would take.
+
+# from 4 5 6 10: 5 + 4 (dead end), back, 10 - 6 (dead end), back, then 10 - 4 to the goal
+TWO_BACKS = """5 + 4 = 9 (left: 6 9 10)
+10 - 9 = 1 (left: 1 6)
+back to 4 5 6 10
+10 - 6 = 4 (left: 4 4 5)
+back to 4 5 6 10
+10 - 4 = 6 (left: 5 6 6)
+back to 1 6
+6 - 1 = 5 (left: 5)
+back to 4 5 6 10
+6 * 5 = 30 (left: 4 10 30)
+"""
+
+
+def _step_lines(text):
+  return [trace.Line(t, trace.BACK_TAG if t.startswith(trace.BACK) else trace.OFF_PATH)
+          for t in text.splitlines()] + [trace.Line("Answer: x", trace.ANSWER)]
+
+
+def test_avoided_moves_by_hand():
+  lines = trace.linearize(HAND_PROBLEM, HAND_EXPANSIONS, HAND_PATH)
+  # only the step right after `back to 4 5 6 10` avoids what was tried from there
+  assert trace.avoided_moves(HAND_PROBLEM, lines) == [(), (), (), (), ("5 + 4",), (), (), ()]
+  assert trace.avoided_moves(HAND_PROBLEM, _step_lines(TWO_BACKS)) == [
+      (), (), (), ("5 + 4",), (), ("5 + 4", "10 - 6"), (),
+      (),  # nothing was tried from 1 6 before
+      (), ("5 + 4", "10 - 6", "10 - 4"), ()]
+  # a step taken again is not its own target; the others tried are
+  looped = TWO_BACKS.replace("10 - 4 = 6 (left: 5 6 6)", "5 + 4 = 9 (left: 6 9 10)", 1)
+  assert trace.avoided_moves(HAND_PROBLEM, _step_lines(looped))[5] == ("10 - 6",)
+  # the listed form gives the same targets
+  listed = trace.linearize(HAND_PROBLEM, HAND_EXPANSIONS, HAND_PATH, list_tried=True)
+  assert trace.avoided_moves(HAND_PROBLEM, listed)[4] == ("5 + 4",)
+  with pytest.raises(ValueError, match="avoided moves need a legal trace"):
+    trace.avoided_moves(HAND_PROBLEM, _step_lines("5 + 4 = 10 (left: 6 10 10)\n"))
+
+
+def test_unlikelihood_targets_by_hand():
+  lines = trace.linearize(HAND_PROBLEM, HAND_EXPANSIONS, HAND_PATH)
+  segments = round0.trace_segments(HAND_PROBLEM, lines, "all", avoid=True)
+  assert [s.avoid for s in segments[1:]] == [(), (), (), (), ("5 + 4",), (), (), ()]
+  assert [s.avoid for s in round0.trace_segments(HAND_PROBLEM, lines, "all")] == [()] * 9
+  plain, _ = examples.encode(TOK, [segments], 128)
+  assert "avoid_positions" not in plain
+  arrays, _ = examples.encode(TOK, [segments], 128, max_avoids=3)
+  chex.assert_shape([arrays["avoid_positions"], arrays["avoid_ids"], arrays["avoid_weights"]],
+                    (1, 3))
+  np.testing.assert_array_equal(plain["tokens"], arrays["tokens"])  # tokens unchanged
+  # `10 - 4 = ...` after the back line would start `5 + 4` with the token `5`: one target
+  before = TOK.encode(HAND_PROBLEM.prompt() + "".join(s.text for s in segments[1:5]), bos=True)
+  np.testing.assert_array_equal(arrays["avoid_weights"][0], [1, 0, 0])
+  assert arrays["avoid_positions"][0, 0] == len(before)
+  assert arrays["tokens"][0, len(before)] == TOK.id_of("10")
+  assert arrays["avoid_ids"][0, 0] == TOK.id_of("5")
+  # where the texts share a prefix the target is the first token that differs; a text the
+  # segment begins with (the step itself) or that ends inside it gives none
+  assert examples.avoided_tokens(TOK, TOK.encode("10 - 4 = 6\n"), ["10 * 4", "10 - 5"]) == [
+      (1, TOK.id_of(" * ")), (2, TOK.id_of("5"))]
+  assert examples.avoided_tokens(TOK, TOK.encode("10 - 4 = 6\n"), ["10 - 4", "10"]) == []
+  # the same first token of two tried steps is one target
+  assert examples.avoided_tokens(TOK, TOK.encode("6 * 5\n"), ["5 + 4", "5 * 6"]) == [
+      (0, TOK.id_of("5"))]
+  # masked lines carry none: mask_off_path gives the abandoned steps no loss
+  lines = [trace.Line(l.text, trace.OFF_PATH if l.tag == trace.ON_PATH else l.tag)
+           for l in lines]
+  segments = round0.trace_segments(HAND_PROBLEM, lines, "mask_off_path", avoid=True)
+  assert all(s.avoid == () for s in segments)
+
+
+def _targets(arrays):
+  """(token at the target's position, the token before it, the token to avoid) per target."""
+  rows, slots = np.nonzero(arrays["avoid_weights"] > 0)
+  at = arrays["avoid_positions"][rows, slots]
+  return sorted(zip(arrays["tokens"][rows, at].tolist(), arrays["tokens"][rows, at - 1].tolist(),
+                    arrays["avoid_ids"][rows, slots].tolist()))
+
+
+def test_pack_moves_unlikelihood_targets_with_their_examples():
+  traces = round0.symbolic_traces(ROUND_TRIP_PROBLEMS, 8, seed=7, noise_scales=(1.0, 2.0))
+  data = [round0.trace_segments(p, lines, "all", avoid=True) for p, lines in traces]
+  data += examples.walk_examples(ROUND_TRIP_PROBLEMS, 2, seed=1)
+  arrays, dropped = examples.encode(TOK, data, 192, max_avoids=8)
+  packed = examples.pack(arrays)
+  assert len(packed["tokens"]) < len(arrays["tokens"])
+  # each target keeps its token, the token before it and the token to avoid
+  assert _targets(packed) == _targets(arrays)
+  assert len(_targets(arrays)) >= 20  # the check has teeth
+  # and it differs from the token actually written there
+  assert all(actual != avoided for actual, _, avoided in _targets(packed))

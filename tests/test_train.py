@@ -15,8 +15,10 @@ from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.models import ModelConfig, init_params
 from metacot_jax.search.greedy import greedy_accuracy
 from metacot_jax.tasks import game24
+from metacot_jax.metacot import round0
 from metacot_jax.train import (Checkpoints, OptimizerConfig, batch_indices, create_train_state,
                                make_optimizer, masked_token_loss, sft_step, train, value_loss)
+from metacot_jax.train.losses import unlikelihood_loss
 from metacot_jax.train.steps import micro_batch_grads, sft_loss_fn, sft_totals, value_loss_fn
 
 
@@ -93,6 +95,38 @@ class LossTest(chex.TestCase):
     bce = -(y * np.log(1 / (1 + np.exp(-x))) + (1 - y) * np.log(1 - 1 / (1 + np.exp(-x))))
     np.testing.assert_allclose(loss, bce.mean(), rtol=1e-5)
     np.testing.assert_allclose(acc, 3 / 5, rtol=1e-6)  # right: 2.0, -0.5, 1.5
+
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_unlikelihood_loss_by_hand(self):
+    positions = np.array([[2, 5, 0], [1, 4, 4]], np.int32)
+    ids = np.array([[3, 0, 7], [8, 2, 5]], np.int32)
+    weights = np.array([[1, 1, 0], [1, 1, 1]], np.float32)
+    used = [(b, k) for b in range(2) for k in range(3) if weights[b, k]]
+    # token ids[k] at positions[k] is predicted by the logits one position before
+    logp = _log_softmax(self.logits)
+    p = np.array([np.exp(logp[b, positions[b, k] - 1, ids[b, k]]) for b, k in used])
+    z = lambda b, k, token: self.logits[b, positions[b, k] - 1, token]
+    margins = np.array([z(b, k, self.tokens[b, positions[b, k]]) - z(b, k, ids[b, k])
+                        for b, k in used])
+    want = {"token": -np.log1p(-p), "pairwise": np.log1p(np.exp(-margins))}
+    for form in ("token", "pairwise"):
+      fn = self.variant(functools.partial(unlikelihood_loss, form=form))
+      loss, prob = fn(self.logits, self.tokens, positions, ids, weights)
+      chex.assert_shape([loss, prob], ())
+      np.testing.assert_allclose(loss, np.mean(want[form]), rtol=1e-5)
+      np.testing.assert_allclose(prob, np.mean(p), rtol=1e-5)
+      # its gradient lowers the avoided tokens' logits and touches no other position
+      grads = jax.grad(lambda x: fn(x, self.tokens, positions, ids, weights)[0])(self.logits)
+      assert grads[0, 1, 3] > 0 and grads[1, 3, 5] > 0
+      assert not np.any(grads[:, [2, 5]]) and not np.any(grads[1, 1:3])
+      # 'pairwise' moves only the written and the avoided logits
+      moved = np.count_nonzero(grads[0, 1])
+      assert moved == (2 if form == "pairwise" else 9), (form, moved)
+      # an empty set of targets costs nothing
+      assert fn(self.logits, self.tokens, positions, ids, np.zeros_like(weights))[0] == 0.0
+    with pytest.raises(ValueError, match="unknown unlikelihood form 'sequence'"):
+      unlikelihood_loss(self.logits, self.tokens, positions, ids, weights, form="sequence")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,6 +383,14 @@ class MicroBatchTest(chex.TestCase):
     np.testing.assert_allclose(float(loss_fn(four.params)[0]), after, rtol=1e-4)
 
 
+def _traces_with_backtracks(n: int = 10):
+  """Symbolic traces whose steps after a backtrack carry unlikelihood targets."""
+  traces = round0.symbolic_traces([game24.make(p) for p in PUZZLES], 8, seed=7,
+                                  noise_scales=(1.0, 2.0))
+  data = [round0.trace_segments(p, lines, "all", avoid=True) for p, lines in traces]
+  return [d for d in data if any(s.avoid for s in d)][:n]
+
+
 class PackedRowsTest(chex.TestCase):
   """Packed rows (`data.examples.pack`) give the loss and gradients of the same examples
   one to a row: packing changes the cost of a step, not what it learns."""
@@ -396,6 +438,40 @@ class PackedRowsTest(chex.TestCase):
     after = float(loss_fn(one.params)[0])
     assert after < float(m1["loss"]) - 1e-3
     np.testing.assert_allclose(float(loss_fn(two.params)[0]), after, rtol=1e-4)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_packed_unlikelihood_loss_equals_one_example_a_row(self):
+    data = _traces_with_backtracks()
+    rows, _ = examples.encode(TOK, data, 128, max_avoids=8)
+    packed = examples.pack(rows)
+    params = _init_params(SFT_MODEL, jax.random.PRNGKey(4))
+    fn = self.variant(jax.value_and_grad(functools.partial(
+        sft_loss_fn, config=SFT_MODEL, value_weight=0.5, unlikelihood_weight=2.0,
+        unlikelihood_form="pairwise"), has_aux=True))
+    (loss, metrics), grads = fn(params, rows)
+    (packed_loss, packed_metrics), packed_grads = fn(params, packed)
+    assert metrics["unlikelihood_loss"] > 0 and 0 < metrics["avoided_probability"] < 1
+    np.testing.assert_allclose(packed_loss, loss, rtol=1e-5)
+    chex.assert_trees_all_close(packed_metrics, metrics, rtol=1e-5)
+    chex.assert_trees_all_close(packed_grads, grads, atol=2e-6)
+
+  def test_unlikelihood_lowers_the_tried_steps_after_backtracks(self):
+    data = _traces_with_backtracks()
+    batch, _ = examples.encode(TOK, data, 128, max_avoids=8)
+    opt = OptimizerConfig(learning_rate=3e-3, warmup_steps=0, total_steps=40)
+    probe = jax.jit(functools.partial(sft_loss_fn, batch=batch, config=SFT_MODEL,
+                                      value_weight=0.0, unlikelihood_weight=1.0))
+    avoided = {}
+    for weight, form in ((0.0, "token"), (1.0, "token"), (1.0, "pairwise")):
+      state = _state(SFT_MODEL, opt, 5)
+      for _ in range(40):
+        state, metrics = sft_step(state, batch, config=SFT_MODEL, unlikelihood_weight=weight,
+                                  unlikelihood_form=form)
+      assert ("avoided_probability" in metrics) == bool(weight)
+      avoided[weight, form] = float(probe(state.params)[1]["avoided_probability"])
+    # the same steps, data and start: only the loss on the tried steps differs
+    assert avoided[1.0, "token"] < 0.5 * avoided[0.0, "token"], avoided
+    assert avoided[1.0, "pairwise"] < 0.5 * avoided[0.0, "token"], avoided
 
   def test_packed_rows_without_segments_learn_something_else(self):
     params = _init_params(SFT_MODEL, jax.random.PRNGKey(1))

@@ -26,6 +26,9 @@ class Segment:
   text: str
   loss: float = 1.0  # weight of the policy loss on these tokens
   value: float | None = None  # PRM label of the prefix ending here (None: unlabelled)
+  # texts that must not be written where this segment starts (unlikelihood targets, e.g. the
+  # steps already tried from the state a step after a backtrack starts from)
+  avoid: tuple[str, ...] = ()
 
 
 def cot_examples(problems: Sequence[Countdown], max_solutions: int, seed: int = 0
@@ -77,21 +80,39 @@ def walk_examples(problems: Sequence[Countdown], walks_per_problem: int, seed: i
   return out
 
 
+def avoided_tokens(tokenizer: Tokenizer, seg_ids: Sequence[int], avoid: Sequence[str]
+                   ) -> list[tuple[int, int]]:
+  """(offset in the segment, token id) where each avoided text first leaves the segment's
+  tokens: the token that, after the shared prefix, would start writing it. Texts the
+  segment begins with, or that end inside its tokens, are skipped."""
+  out = {}
+  for text in avoid:
+    a_ids = tokenizer.encode(text)
+    j = next((j for j, (a, s) in enumerate(zip(a_ids, seg_ids)) if a != s), None)
+    if j is not None:
+      out[(j, a_ids[j])] = None
+  return list(out)
+
+
 def encode(tokenizer: Tokenizer, examples: Sequence[Sequence[Segment]], length: int,
-           max_values: int = 8) -> tuple[dict[str, np.ndarray], int]:
+           max_values: int = 8, max_avoids: int = 0) -> tuple[dict[str, np.ndarray], int]:
   """Token arrays for `train.sft_step`; examples longer than `length`, or with more than
   `max_values` value labels, are left out.
 
   Returns (arrays, number left out). Arrays: tokens [N, L] int32; loss_mask [N, L]
   (weight of predicting tokens[t]; `<eos>` takes the last segment's weight);
   value_positions / value_labels / value_weights [N, M] (the last token of each
-  labelled segment).
+  labelled segment). With `max_avoids` > 0 also avoid_positions / avoid_ids /
+  avoid_weights [N, A]: the first `max_avoids` tokens of segments' `avoid` texts
+  (`avoided_tokens`), each at the position it would take (the unlikelihood loss's targets).
   """
-  rows, masks, positions, labels, dropped = [], [], [], [], 0
+  rows, masks, positions, labels, avoids, dropped = [], [], [], [], [], 0
   for segments in examples:
-    ids, mask, pos, lab = [tokenizer.bos_id], [0.0], [], []
+    ids, mask, pos, lab, avo = [tokenizer.bos_id], [0.0], [], [], []
     for seg in segments:
       seg_ids = tokenizer.encode(seg.text)
+      if max_avoids:
+        avo += [(len(ids) + j, t) for j, t in avoided_tokens(tokenizer, seg_ids, seg.avoid)]
       ids += seg_ids
       mask += [seg.loss] * len(seg_ids)
       if seg.value is not None:
@@ -103,6 +124,7 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Sequence[Segment]], length: 
       dropped += 1
       continue
     rows.append(ids), masks.append(mask), positions.append(pos), labels.append(lab)
+    avoids.append(avo[:max_avoids])
   if not rows:
     raise ValueError(f"every example is longer than {length} tokens; raise the model's max_len")
   n = len(rows)
@@ -116,6 +138,14 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Sequence[Segment]], length: 
     out["value_positions"][i, :len(positions[i])] = positions[i]
     out["value_labels"][i, :len(labels[i])] = labels[i]
     out["value_weights"][i, :len(labels[i])] = 1.0
+  if max_avoids:
+    out |= {"avoid_positions": np.zeros((n, max_avoids), np.int32),
+            "avoid_ids": np.zeros((n, max_avoids), np.int32),
+            "avoid_weights": np.zeros((n, max_avoids), np.float32)}
+    for i, avo in enumerate(avoids):
+      if avo:
+        out["avoid_positions"][i, :len(avo)], out["avoid_ids"][i, :len(avo)] = zip(*avo)
+        out["avoid_weights"][i, :len(avo)] = 1.0
   return out, dropped
 
 
@@ -126,14 +156,14 @@ def pack(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
   Adds positions [R, L] (restarting at 0 in each example) and segments [R, L] (1, 2, ...
   per example, 0 on padding) for `models.forward`, which then keeps attention inside
-  each example; value positions index the packed row, and a row has as many value
+  each example; value (and avoid) positions index the packed row, and a row has as many
   slots as the fullest one needs (none when nothing is labelled). Losses are unchanged:
   an example's `<bos>` has no loss, so nothing is learnt across a boundary.
   """
-  known = {"tokens", "loss_mask", "value_positions", "value_labels", "value_weights"}
-  if set(arrays) != known:
-    raise ValueError(f"pack takes encode's arrays ({', '.join(sorted(known))}), got "
-                     f"{', '.join(sorted(arrays))}")
+  known = {"tokens", "loss_mask", *_slot_keys("value")}
+  if set(arrays) - set(_slot_keys("avoid")) != known:
+    raise ValueError(f"pack takes encode's arrays ({', '.join(sorted(known))}, optionally "
+                     f"the avoid_ ones), got {', '.join(sorted(arrays))}")
   tokens = arrays["tokens"]
   n, length = tokens.shape
   lengths = np.sum(tokens != Tokenizer.pad_id, axis=1)  # encode pads on the right
@@ -149,27 +179,52 @@ def pack(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     rows[row].append(i)
     by_room[room - lengths[i]].append(row)
 
-  num_values = np.sum(arrays["value_weights"] > 0, axis=1)
-  slots = max(int(sum(num_values[i] for i in row)) for row in rows)
   out = {"tokens": np.full((len(rows), length), Tokenizer.pad_id, np.int32),
          "loss_mask": np.zeros((len(rows), length), np.float32),
          "positions": np.zeros((len(rows), length), np.int32),
-         "segments": np.zeros((len(rows), length), np.int32),
-         "value_positions": np.zeros((len(rows), slots), np.int32),
-         "value_labels": np.zeros((len(rows), slots), np.float32),
-         "value_weights": np.zeros((len(rows), slots), np.float32)}
+         "segments": np.zeros((len(rows), length), np.int32)}
+  starts = []  # per row, each example's first position
   for r, row in enumerate(rows):
-    start = slot = 0
+    start, row_starts = 0, []
     for seg, i in enumerate(row, 1):
-      end, m = start + lengths[i], num_values[i]
+      end = start + lengths[i]
       out["tokens"][r, start:end] = tokens[i, :lengths[i]]
       out["loss_mask"][r, start:end] = arrays["loss_mask"][i, :lengths[i]]
       out["positions"][r, start:end] = np.arange(lengths[i])
       out["segments"][r, start:end] = seg
-      out["value_positions"][r, slot:slot + m] = arrays["value_positions"][i, :m] + start
-      out["value_labels"][r, slot:slot + m] = arrays["value_labels"][i, :m]
-      out["value_weights"][r, slot:slot + m] = arrays["value_weights"][i, :m]
-      start, slot = end, slot + m
+      row_starts.append(start)
+      start = end
+    starts.append(row_starts)
+  for group in ("value", "avoid"):
+    if f"{group}_weights" in arrays:
+      out |= _pack_slots(arrays, _slot_keys(group), rows, starts)
+  return out
+
+
+def _slot_keys(group: str) -> tuple[str, ...]:
+  """A group of per-example slots: positions into the row, a payload, and weights."""
+  return (f"{group}_positions", f"{group}_labels" if group == "value" else f"{group}_ids",
+          f"{group}_weights")
+
+
+def _pack_slots(arrays: dict[str, np.ndarray], keys: tuple[str, ...], rows, starts
+                ) -> dict[str, np.ndarray]:
+  """One slot group packed as `rows` packs the examples: each row gets its examples' used
+  slots one after another (as many as the fullest row needs), positions shifted to where
+  each example starts."""
+  pos_key, payload_key, weight_key = keys
+  group = {k: arrays[k] for k in keys}
+  used = np.sum(group[weight_key] > 0, axis=1)
+  slots = max(int(sum(used[i] for i in row)) for row in rows)
+  out = {k: np.zeros((len(rows), slots), group[k].dtype) for k in keys}
+  for r, (row, row_starts) in enumerate(zip(rows, starts)):
+    slot = 0
+    for i, start in zip(row, row_starts):
+      m = used[i]
+      out[pos_key][r, slot:slot + m] = group[pos_key][i, :m] + start
+      out[payload_key][r, slot:slot + m] = group[payload_key][i, :m]
+      out[weight_key][r, slot:slot + m] = group[weight_key][i, :m]
+      slot += m
   return out
 
 

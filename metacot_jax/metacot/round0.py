@@ -16,12 +16,16 @@ from metacot_jax.metacot import symbolic, trace
 from metacot_jax.tasks.countdown import Countdown
 
 
-def trace_segments(problem: Countdown, lines: Sequence[trace.Line], variant: str
-                   ) -> list[Segment]:
-  """A linearized trace as training segments with the loss variant's weights."""
+def trace_segments(problem: Countdown, lines: Sequence[trace.Line], variant: str, *,
+                   avoid: bool = False) -> list[Segment]:
+  """A linearized trace as training segments with the loss variant's weights; with `avoid`,
+  each step right after a backtrack carries the moves already tried from its state as
+  texts not to write (`trace.avoided_moves`, the unlikelihood loss's targets), unless the
+  variant gives it no loss."""
   weights = trace.loss_weights(lines, variant)
+  avoided = trace.avoided_moves(problem, lines) if avoid else [()] * len(lines)
   return [Segment(problem.prompt(), 0.0)] + [
-      Segment(l.text + "\n", w) for l, w in zip(lines, weights)]
+      Segment(l.text + "\n", w, avoid=a if w else ()) for l, w, a in zip(lines, weights, avoided)]
 
 
 def check_noise_scales(noise_scales: Sequence[float]) -> tuple[float, ...]:

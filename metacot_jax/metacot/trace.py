@@ -84,6 +84,29 @@ def move(step: str) -> str:
   return step.split(" = ")[0].strip()
 
 
+def avoided_moves(problem: Countdown, lines: Sequence[Line]) -> list[tuple[str, ...]]:
+  """Per line, the moves a step right after a `back to` line must not take: those already
+  taken from the state it starts from (the loop a greedy policy falls into); () elsewhere.
+  ValueError for a trace with an illegal step (it has no tree to read them from)."""
+  parsed = parse(problem, trace_text(lines))
+  steps = [l for l in lines if l.tag in (ON_PATH, OFF_PATH)]
+  if parsed.errors or len(parsed.expansions) != len(steps):
+    raise ValueError(f"avoided moves need a legal trace; {problem.prompt().strip()!r} has "
+                     f"{'; '.join(parsed.errors) or 'a step that does not parse'}")
+  expansions, tried, out, after_back = iter(parsed.expansions), {}, [], False
+  for line in lines:
+    avoid = ()
+    if line.tag in (ON_PATH, OFF_PATH):
+      e = next(expansions)
+      taken = tried.setdefault(tuple(sorted(e.parent)), [])
+      if after_back:
+        avoid = tuple(dict.fromkeys(m for m in taken if m != move(e.step)))
+      taken.append(move(e.step))
+    out.append(avoid)
+    after_back = line.tag == BACK_TAG
+  return out
+
+
 def back_line(state: Sequence[Fraction], tried: Sequence[str] = ()) -> str:
   """`back to <state>`, with the steps already tried from it when any are given."""
   listed = f"{TRIED}{', '.join(move(s) for s in tried)})" if tried else ""

@@ -55,6 +55,8 @@ def sft_totals(batch: dict) -> dict:
   totals = {"tokens": jnp.sum(batch["loss_mask"][:, 1:])}
   if "value_weights" in batch:
     totals["values"] = jnp.sum(batch["value_weights"])
+  if "avoid_weights" in batch:
+    totals["avoids"] = jnp.sum(batch["avoid_weights"])
   return totals
 
 
@@ -65,8 +67,11 @@ def model_outputs(params, config: ModelConfig, batch: dict):
                  segments_BxL=batch.get("segments"))
 
 
-def sft_loss_fn(params, batch, config: ModelConfig, value_weight: float, totals=None):
-  """Masked next-token loss, plus the value loss where the batch carries value labels;
+def sft_loss_fn(params, batch, config: ModelConfig, value_weight: float, totals=None,
+                unlikelihood_weight: float = 0.0, unlikelihood_form: str = "token"):
+  """Masked next-token loss, plus the value loss where the batch carries value labels and
+  the unlikelihood loss (`losses.unlikelihood_loss` of `unlikelihood_form`) where it
+  carries avoided tokens and `unlikelihood_weight` > 0;
   normalised by `totals` (`sft_totals` of the whole batch) when this is a slice of it."""
   totals = totals or {}
   logits_BxLxV, value_logits_BxL, _ = model_outputs(params, config, batch)
@@ -79,20 +84,30 @@ def sft_loss_fn(params, batch, config: ModelConfig, value_weight: float, totals=
                                       totals.get("values"))
     loss = loss + value_weight * v_loss
     metrics |= {"value_loss": v_loss, "value_accuracy": v_acc}
+  if "avoid_positions" in batch and unlikelihood_weight:
+    u_loss, u_prob = losses.unlikelihood_loss(
+        logits_BxLxV, batch["tokens"], batch["avoid_positions"], batch["avoid_ids"],
+        batch["avoid_weights"], unlikelihood_form, totals.get("avoids"))
+    loss = loss + unlikelihood_weight * u_loss
+    metrics |= {"unlikelihood_loss": u_loss, "avoided_probability": u_prob}
   return loss, metrics
 
 
-@functools.partial(jax.jit, static_argnames=("config", "value_weight", "micro_batches"),
+@functools.partial(jax.jit, static_argnames=("config", "value_weight", "micro_batches",
+                                             "unlikelihood_weight", "unlikelihood_form"),
                    donate_argnums=0)
 def sft_step(state: TrainState, batch: dict, *, config: ModelConfig, value_weight: float = 1.0,
-             micro_batches: int = 1):
+             micro_batches: int = 1, unlikelihood_weight: float = 0.0,
+             unlikelihood_form: str = "token"):
   """One AdamW step on the SFT loss. batch: tokens [B, L] int32, loss_mask [B, L] float32,
-  optionally value_positions / value_labels / value_weights [B, M], and positions /
-  segments [B, L] int32 for packed rows."""
+  optionally value_positions / value_labels / value_weights [B, M], avoid_positions /
+  avoid_ids / avoid_weights [B, A] (`data.examples.encode`'s unlikelihood targets), and
+  positions / segments [B, L] int32 for packed rows."""
   totals = sft_totals(batch) if micro_batches > 1 else None
   (loss, metrics), grads = micro_batch_grads(
-      lambda p, b: sft_loss_fn(p, b, config, value_weight, totals), state.params, batch,
-      micro_batches)
+      lambda p, b: sft_loss_fn(p, b, config, value_weight, totals, unlikelihood_weight,
+                               unlikelihood_form),
+      state.params, batch, micro_batches)
   metrics |= {"loss": loss, "grad_norm": grad_norm(grads)}
   return state.apply_gradients(grads=grads), metrics
 
