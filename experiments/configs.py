@@ -101,9 +101,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # level with Meta-CoT both times (docs/experiments.md).
   c.metacot_sft.matched_cot = True
   c.value_weight = 1.0
-  # Weight of an unlikelihood loss on the Meta-CoT traces (0: off): at each step right after a
-  # `back to` line, -log(1 - p) of the token where each step already tried from that state
-  # would start (the loop the greedy models fall into: docs/experiments.md).
+  # Weight of a loss on the Meta-CoT traces (0: off) against, at each step right after a
+  # `back to` line, the token where each step already tried from that state would start (the
+  # loop the greedy models fall into). Off: at 1.1M it stopped the loops and cost 4-22 test
+  # points (docs/experiments.md).
   c.unlikelihood_weight = 0.0
   # 'token': -log(1 - p) of that token; 'pairwise': -log sigmoid of the written token's logit
   # minus that token's (train.losses.unlikelihood_loss)

@@ -80,6 +80,11 @@ def walk_examples(problems: Sequence[Countdown], walks_per_problem: int, seed: i
   return out
 
 
+# per-example slot groups of `encode`: positions into the row, a payload, and weights
+VALUE_SLOTS = ("value_positions", "value_labels", "value_weights")
+AVOID_SLOTS = ("avoid_positions", "avoid_ids", "avoid_weights")
+
+
 def avoided_tokens(tokenizer: Tokenizer, seg_ids: Sequence[int], avoid: Sequence[str]
                    ) -> list[tuple[int, int]]:
   """(offset in the segment, token id) where each avoided text first leaves the segment's
@@ -160,8 +165,8 @@ def pack(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
   slots as the fullest one needs (none when nothing is labelled). Losses are unchanged:
   an example's `<bos>` has no loss, so nothing is learnt across a boundary.
   """
-  known = {"tokens", "loss_mask", *_slot_keys("value")}
-  if set(arrays) - set(_slot_keys("avoid")) != known:
+  known = {"tokens", "loss_mask", *VALUE_SLOTS}
+  if set(arrays) - set(AVOID_SLOTS) != known:
     raise ValueError(f"pack takes encode's arrays ({', '.join(sorted(known))}, optionally "
                      f"the avoid_ ones), got {', '.join(sorted(arrays))}")
   tokens = arrays["tokens"]
@@ -195,16 +200,10 @@ def pack(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
       row_starts.append(start)
       start = end
     starts.append(row_starts)
-  for group in ("value", "avoid"):
-    if f"{group}_weights" in arrays:
-      out |= _pack_slots(arrays, _slot_keys(group), rows, starts)
+  for keys in (VALUE_SLOTS, AVOID_SLOTS):
+    if keys[0] in arrays:
+      out |= _pack_slots(arrays, keys, rows, starts)
   return out
-
-
-def _slot_keys(group: str) -> tuple[str, ...]:
-  """A group of per-example slots: positions into the row, a payload, and weights."""
-  return (f"{group}_positions", f"{group}_labels" if group == "value" else f"{group}_ids",
-          f"{group}_weights")
 
 
 def _pack_slots(arrays: dict[str, np.ndarray], keys: tuple[str, ...], rows, starts
@@ -212,18 +211,16 @@ def _pack_slots(arrays: dict[str, np.ndarray], keys: tuple[str, ...], rows, star
   """One slot group packed as `rows` packs the examples: each row gets its examples' used
   slots one after another (as many as the fullest row needs), positions shifted to where
   each example starts."""
-  pos_key, payload_key, weight_key = keys
-  group = {k: arrays[k] for k in keys}
-  used = np.sum(group[weight_key] > 0, axis=1)
+  pos_key, _, weight_key = keys
+  used = np.sum(arrays[weight_key] > 0, axis=1)
   slots = max(int(sum(used[i] for i in row)) for row in rows)
-  out = {k: np.zeros((len(rows), slots), group[k].dtype) for k in keys}
+  out = {k: np.zeros((len(rows), slots), arrays[k].dtype) for k in keys}
   for r, (row, row_starts) in enumerate(zip(rows, starts)):
     slot = 0
     for i, start in zip(row, row_starts):
       m = used[i]
-      out[pos_key][r, slot:slot + m] = group[pos_key][i, :m] + start
-      out[payload_key][r, slot:slot + m] = group[payload_key][i, :m]
-      out[weight_key][r, slot:slot + m] = group[weight_key][i, :m]
+      for k in keys:  # used slots come first in each example
+        out[k][r, slot:slot + m] = arrays[k][i, :m] + (start if k == pos_key else 0)
       slot += m
   return out
 
