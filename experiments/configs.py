@@ -150,6 +150,10 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   # Off: at 1.1M from 32-trace models it cost 4-15 test points per round against the same
   # rounds without it (seeds 0 and 1, docs/experiments.md)
   c.star.repair = False
+  # The CoT-only baseline gets as many rounds of STaR (its own verified solutions, sampled
+  # star.generations per puzzle on the same puzzles, star.sft's schedule), so the gap after
+  # the rounds compares two models given the same budget and the same self-training
+  c.star.matched_cot = True
   c.star.sft = _train(150, 32, 5e-4, 15, 75, 192)
   # AlphaZero steps after each round's SFT: policy toward mctx's action weights at the
   # searched roots, value toward 'outcome' (verified answer found) or 'q' (root Q-value).
@@ -306,6 +310,7 @@ def check(c: ml_collections.ConfigDict) -> None:
 
   phases = [("sft", "model"), ("metacot_sft", "metacot_model")]
   phases += [("star.sft", "metacot_model")] if c.star.rounds else []
+  phases += [("star.sft", "model")] if c.star.rounds and c.star.matched_cot else []
   phases += [("star.alphazero", None)] if c.star.rounds and c.star.alphazero.steps else []
   for name, model in phases:
     for field in ("steps", "batch_size", "micro_batches", "checkpoint_every"):
@@ -340,7 +345,7 @@ def check(c: ml_collections.ConfigDict) -> None:
     expect(c.star.trace_order in TRACE_ORDERS, "star.trace_order",
            f"choose one of {TRACE_ORDERS}")
     expect(c.star.source in STAR_SOURCES, "star.source", f"choose one of {STAR_SOURCES}")
-    if c.star.source != "search":
+    if c.star.source != "search" or c.star.matched_cot:  # CoT's STaR samples too
       positive("star.generations")
     expect(c.star.source != "search" or not c.star.repair, "star.repair",
            "repairs finish the policy's failed generations: set star.source 'generations' or "

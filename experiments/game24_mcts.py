@@ -6,7 +6,8 @@
 Pipeline: TFDS data -> CoT SFT of the policy-value LM (policy on solutions, PRM on
 solver-labelled walks) -> Meta-CoT SFT on symbolic search traces -> greedy
 in-context evaluation of both -> MCTS over a grid of budgets on the test split ->
-baselines -> Meta-STaR rounds -> RL with a discount gamma per run.
+baselines -> Meta-STaR rounds (and as many STaR rounds for the CoT baseline) -> RL with a
+discount gamma per run.
 Every phase stores its result in `results.json` and training phases checkpoint
 with orbax: the same command resumes a killed run. `report.md` sets the figures
 beside the anchors of Tree of Thoughts, TS-LLM and Stream of Search.
@@ -567,6 +568,41 @@ def main(argv):
           f"{hard['accuracy']:.1%} ({report.fmt(hard.get('repeated_step_rate'), True)} with a "
           f"step taken again), {result['train_solved_by_search']} train puzzles solved by "
           f"{report.STAR_SOURCES[result.get('source', 'search')]} ({result['newly_solved']} new)")
+
+  # 7b. The CoT-only baseline's own STaR rounds (star.matched_cot): it samples solutions to
+  # the same train puzzles and fine-tunes on the verified ones with star.sft's schedule, so
+  # the gap after the rounds compares two models given the same budget and self-training.
+  cot_policies = [cot_state.params]
+  for r in range(1, cfg.star.rounds + 1 if cfg.star.matched_cot else 1):
+
+    def cot_round_data(r=r):
+      generations = from_generations.sampled_generations(
+          cot_policies[-1], cot_model, tokenizer, star_p, samples=cfg.star.generations,
+          rng=jax.random.PRNGKey(cfg.seed + r), batch_size=cfg.search.batch_size, mesh=mesh)
+      solutions, stats = from_generations.verified_solutions(star_p, generations)
+      run.save(f"star_cot/{r}/generations", stats)
+      print(f"CoT STaR round {r}: {stats['verified']} of {stats['generations']} sampled "
+            f"solutions verified, {len(solutions)} distinct ones kept")
+      exs = [round0.trace_segments(star_p[i], lines, "all") for i, lines in solutions]
+      if cfg.star.keep_round0:  # as Meta-STaR keeps its round-0 traces: the solver's solutions
+        exs += examples.cot_examples(train_p, cfg.data.max_solutions, cfg.seed)
+      return training_rows(exs + walks, cfg.star.sft.length, f"star_cot/{r}/data",
+                           solutions=len(solutions))
+
+    init = cot_policies[-1] if cfg.star.from_previous else cot_state.params
+    state = sft(cfg, run, f"star_cot_{r}", cot_model, cfg.star.sft, cot_round_data, mesh,
+                init_params=init)
+    cot_policies.append(state.params)
+    greedy = {split: run.phase(f"star_cot/{r}/{split}", lambda ps=ps: {
+        k: v for k, v in metacot_eval.in_context(
+            state.params, cot_model, tokenizer, ps, batch_size=cfg.eval.batch_size,
+            mesh=mesh).items() if k in ("accuracy", "correct", "mean_tokens")})
+        for split, ps in (("test", test_p), ("hard", hard_p))}
+    meta = (run.results[f"star/{r}"]["greedy_test"], run.results[f"star/{r}/hard"]["accuracy"])
+    print(f"CoT STaR round {r}: greedy test {greedy['test']['accuracy']:.1%}, hard "
+          f"{greedy['hard']['accuracy']:.1%}; Meta-CoT after as many rounds "
+          f"{100 * (meta[0] - greedy['test']['accuracy']):+.1f} and "
+          f"{100 * (meta[1] - greedy['hard']['accuracy']):+.1f} points")
 
   # TS-LLM's table: MCTS accuracy for every (policy_i, value_j) pair of rounds.
   for i, policy in enumerate(policies):

@@ -88,6 +88,14 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
                 + _gap(meta, cot),
                 "met" if meta["accuracy"] >= 0.9 and meta["accuracy"] - cot["accuracy"] >= 0.25
                 else "not met"))
+  both = [i for i in _star_rounds(r) if f"star_cot/{i}/test" in r]
+  if both:
+    meta, cot = r[f"star/{both[-1]}"], r[f"star_cot/{both[-1]}/test"]
+    out.append((f"The same after {both[-1]} round(s) of self-training each (Meta-STaR, STaR)",
+                f"Meta-CoT {meta['greedy_test']:.1%}, CoT {cot['accuracy']:.1%}"
+                + _gap({"correct": meta.get("greedy_correct")}, cot),
+                "met" if meta["greedy_test"] >= 0.9
+                and meta["greedy_test"] - cot["accuracy"] >= 0.25 else "not met"))
   rounds = _star_rounds(r)
   if rounds:
     greedy = [r["greedy/metacot/test"]["accuracy"]] + [r[f"star/{i}"]["greedy_test"]
@@ -172,6 +180,26 @@ def star_changes(r: dict, split: str = "test") -> list[str]:
     out.append(_gap({"correct": now}, {"correct": before}).removeprefix(", ") or "-")
     before = now
   return out
+
+
+def _cot_rounds_table(r: dict, rounds: list[int]) -> list[str]:
+  """The CoT baseline's STaR rounds (`star.matched_cot`) beside Meta-STaR's, paired."""
+  rounds = [i for i in rounds if f"star_cot/{i}/test" in r]
+  if not rounds:
+    return []
+  lines = ["", "The CoT-only baseline's STaR rounds (its own verified solutions on the same "
+           "puzzles, the same steps), and the Meta-CoT model's lead after as many rounds:", "",
+           "| round | CoT greedy test | CoT greedy hard | solutions kept | Meta-CoT - CoT, test "
+           "| Meta-CoT - CoT, hard |", "| --- | --- | --- | --- | --- | --- |"]
+  for i in rounds:
+    test, hard = r[f"star_cot/{i}/test"], r.get(f"star_cot/{i}/hard", {})
+    meta_test = {"correct": r[f"star/{i}"].get("greedy_correct")}
+    lead = [_gap(meta_test, test).removeprefix(", ") or "-",
+            _gap(r.get(f"star/{i}/hard", {}), hard).removeprefix(", ") or "-"]
+    lines.append(f"| {i} | {test['accuracy']:.1%} | {fmt(hard.get('accuracy'), True)} | "
+                 f"{r.get(f'star_cot/{i}/generations', {}).get('kept', '-')} | "
+                 + " | ".join(lead) + " |")
+  return lines
 
 
 def _interval(g: dict) -> str:
@@ -343,6 +371,7 @@ def write(run: RunDir):
       lines.append(f"| {i} | {s['greedy_test']:.1%} | {gap} | {fmt(hard, True)} | {hard_gap} | "
                    f"{s['train_solved_by_search']} | {s['newly_solved']} | "
                    f"{d.get('traces', '-')} | {d.get('mean_trace_tokens', 0):.0f} |")
+    lines += _cot_rounds_table(r, rounds)
     n = len(rounds) + 1
     lines += ["", f"MCTS accuracy on the first {r['config']['star'].get('pairs_puzzles', 100)} "
               "test puzzles with policy_i (rows) and value_j (columns), as TS-LLM's "

@@ -149,13 +149,28 @@ def test_config_check_of_meta_star_on_the_policys_own_generations():
   configs.check(cfg)
   cfg.star.source, cfg.star.alphazero.steps = "generations", 0
   configs.check(cfg)
-  cfg.star.source, cfg.star.generations = "search", 0  # unused: no generations sampled
+  cfg.star.source, cfg.star.generations = "search", 0
+  with pytest.raises(ValueError, match=r"star.generations=0"):  # the CoT baseline's STaR
+    configs.check(cfg)
+  cfg.star.matched_cot = False  # unused: no generations sampled
   configs.check(cfg)
   cfg.star.repair = True  # repairs need failed generations
   with pytest.raises(ValueError, match=r"star.repair=True: repairs finish the policy's failed "
                      r"generations: set star.source 'generations' or 'both'"):
     configs.check(cfg)
   cfg.star.source, cfg.star.generations = "both", 2
+  configs.check(cfg)
+
+
+def test_config_check_fits_the_cot_baselines_star_rounds_to_the_cot_model():
+  """With star.matched_cot the CoT model trains on star.sft's rows too."""
+  cfg = configs.get_config("default")
+  cfg.metacot_sft.init_from_cot = False  # the two models may then differ in max_len
+  cfg.model.max_len, cfg.sft.length = 160, 96
+  with pytest.raises(ValueError, match=r"star.sft.length=192: training rows must fit the "
+                     r"model: 1 to model.max_len=160 tokens"):
+    configs.check(cfg)
+  cfg.star.matched_cot = False
   configs.check(cfg)
 
 
@@ -428,6 +443,21 @@ def test_report_gaps_by_hand():
               "star/3/hard": {"accuracy": 0.5, "correct": meta}}
   assert report.star_changes(results, "hard") == [
       f"+25.0 points (95% interval {100 * low:+.1f} to {100 * high:+.1f})", "-", "-"]
+  # the CoT baseline's STaR rounds: Meta-CoT's lead after as many rounds, its last in targets
+  results |= {"star_cot/1/test": {"accuracy": 0.5, "correct": meta},
+              "star_cot/1/hard": {"accuracy": 0.25, "correct": cot},
+              "star_cot/1/generations": {"kept": 7},
+              "star_cot/3/test": {"accuracy": 0.5, "correct": meta}}
+  rows = {target: measured for target, measured, _ in report.targets(results)}
+  assert rows["The same after 3 round(s) of self-training each (Meta-STaR, STaR)"] == (
+      f"Meta-CoT 25.0%, CoT 50.0%, -25.0 points (95% interval {-100 * high:+.1f} to "
+      f"{-100 * low:+.1f})")
+  table = report._cot_rounds_table(results, [1, 2, 3])  # pylint: disable=protected-access
+  assert table[-2:] == [
+      f"| 1 | 50.0% | 25.0% | 7 | -25.0 points (95% interval {-100 * high:+.1f} to "
+      f"{-100 * low:+.1f}) | +25.0 points (95% interval {100 * low:+.1f} to {100 * high:+.1f}) "
+      "|", "| 3 | 50.0% | - | - | -25.0 points (95% interval "
+      f"{-100 * high:+.1f} to {-100 * low:+.1f}) | - |"]
 
 
 def test_report_gives_intervals_and_the_paired_gap(tiny_workdir, tiny_results):
@@ -542,6 +572,38 @@ def test_meta_star_round_samples_the_policys_own_generations(tiny_workdir, tiny_
   own = stats["kept"] + stats["repaired"] + tiny_results["metacot_data"]["traces"]
   assert len(solved) + own >= tiny_results["star/1/data"]["traces"] >= own
   assert report.STAR_SOURCES["both"] in (tiny_workdir / "report.md").read_text()
+
+
+def test_cot_baseline_gets_as_many_star_rounds(tiny_workdir, tiny_results):
+  """With star.matched_cot the CoT model samples solutions to the same train puzzles, keeps
+  the verified ones and fine-tunes on them for star.sft's steps from its own weights; the
+  report sets Meta-CoT's lead after as many rounds beside the targets."""
+  cfg = tiny_results["config"]
+  assert cfg["star"]["matched_cot"] and cfg["star"]["rounds"] == 1
+  stats = tiny_results["star_cot/1/generations"]
+  assert stats["generations"] == 40 * 2  # star.generations per train puzzle, as Meta-STaR's
+  # verified generations that backtrack are not clean solutions: dropped
+  assert stats["generations"] >= stats["verified"] >= (
+      stats["kept"] + stats["dropped_with_backtracks"])
+  assert stats["kept"] >= stats["puzzles_solved"]
+  data = tiny_results["star_cot/1/data"]
+  assert data["solutions"] == stats["kept"] and data["rows"] > 0
+  # the solver's solutions stay in the mix (star.keep_round0), as the symbolic traces do; the
+  # same rows' length as the matched CoT phase's
+  assert data["examples"] == tiny_results["cot_matched_data"]["examples"] + stats["kept"]
+  logged = [json.loads(l) for l in (tiny_workdir / "metrics.jsonl").read_text().splitlines()]
+  assert max(r["step"] for r in logged if r["phase"] == "star_cot_1") == cfg["star"]["sft"][
+      "steps"]
+  for split in ("test", "hard"):
+    g = tiny_results[f"star_cot/1/{split}"]
+    assert len(g["correct"]) == tiny_results["data"][split]
+    assert np.mean(g["correct"]) == g["accuracy"] and g["mean_tokens"] > 0
+  text = (tiny_workdir / "report.md").read_text()
+  cot, meta = tiny_results["star_cot/1/test"], tiny_results["star/1"]
+  assert (f"| The same after 1 round(s) of self-training each (Meta-STaR, STaR) | Meta-CoT "
+          f"{meta['greedy_test']:.1%}, CoT {cot['accuracy']:.1%}") in text
+  assert f"| 1 | {cot['accuracy']:.1%} | {tiny_results['star_cot/1/hard']['accuracy']:.1%} | " \
+      f"{stats['kept']} | " in text
 
 
 @pytest.mark.slow

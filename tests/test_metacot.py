@@ -1375,6 +1375,14 @@ def test_verified_generations_keep_each_distinct_legal_verified_trace(monkeypatc
       (0, straight + "Answer: (6 * 5) - (10 - 4) = 24\n"), (1, texts[-1])]
   assert stats == {"generations": 8, "verified": 5, "kept": 3, "puzzles_solved": 2,
                    "kept_with_backtracks": 1}
+  # for a CoT model's STaR: clean solutions only, the one that backtracks dropped
+  kept, stats = from_generations.verified_solutions(problems, generations)
+  assert [(i, trace.trace_text(lines)) for i, lines in kept] == [
+      (0, straight + "Answer: (6 * 5) - (10 - 4) = 24\n"), (1, texts[-1])]
+  assert stats == {"generations": 8, "verified": 5, "kept": 2, "puzzles_solved": 2,
+                   "dropped_with_backtracks": 1}
+  kept, stats = from_generations.verified_solutions(problems, generations[:1])
+  assert kept == [] and stats["puzzles_solved"] == 0 and stats["dropped_with_backtracks"] == 1
   with pytest.raises(ValueError, match="samples must be >= 1"):
     from_generations.sampled_generations(None, config, TOK, problems, samples=0,
                                          rng=jax.random.PRNGKey(0))

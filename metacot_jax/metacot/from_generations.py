@@ -92,3 +92,14 @@ def verified_generations(problems: Sequence[Countdown], generations: Sequence[tu
                 "puzzles_solved": len({i for i, _ in kept}),
                 "kept_with_backtracks": sum(any(l.tag == trace.BACK_TAG for l in lines)
                                             for _, lines in kept)}
+
+
+def verified_solutions(problems: Sequence[Countdown], generations: Sequence[tuple[int, str]]
+                       ) -> tuple[list[tuple[int, list[trace.Line]]], dict]:
+  """STaR for a CoT model: the distinct verified generations with no backtrack (clean
+  solutions; a `back to` line would teach it to search), and what was sampled and kept."""
+  found, stats = verified_generations(problems, generations)
+  kept = [(i, lines) for i, lines in found if not any(l.tag == trace.BACK_TAG for l in lines)]
+  stats |= {"kept": len(kept), "puzzles_solved": len({i for i, _ in kept}),
+            "dropped_with_backtracks": stats.pop("kept_with_backtracks")}
+  return kept, stats
