@@ -152,7 +152,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.star.repair = False
   # The CoT-only baseline gets as many rounds of STaR (its own verified solutions, sampled
   # star.generations per puzzle on the same puzzles, star.sft's schedule), so the gap after
-  # the rounds compares two models given the same budget and the same self-training
+  # the rounds compares two models given the same budget and the same self-training (only
+  # star.alphazero's steps, off here, would be the Meta-CoT model's alone)
   c.star.matched_cot = True
   c.star.sft = _train(150, 32, 5e-4, 15, 75, 192)
   # AlphaZero steps after each round's SFT: policy toward mctx's action weights at the

@@ -282,13 +282,13 @@ def _param_changes(then: ModelConfig, now: ModelConfig, max_len: bool = False) -
 def check_models_unchanged(run: RunDir, cot: ModelConfig, metacot: ModelConfig, tokenizer):
   """A run resumes only with the models that wrote its checkpoints: otherwise one clear error
   before any work that names every field to set, not a failed restore deep inside. Each
-  checkpoint folder holds the config that wrote it; `sft_cot` and `sft_cot_matched` are the
-  CoT model's, the rest the Meta-CoT model's."""
+  checkpoint folder holds the config that wrote it; `sft_cot`, `sft_cot_matched` and the CoT
+  baseline's STaR rounds `star_cot_<r>` are the CoT model's, the rest the Meta-CoT model's."""
   folder = run.path / "checkpoints"
   wanted = {}
   for path in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
-    flag, now = (("model", cot) if path.name in ("sft_cot", "sft_cot_matched")
-                 else ("metacot_model", metacot))
+    of_cot = path.name in ("sft_cot", "sft_cot_matched") or path.name.startswith("star_cot_")
+    flag, now = ("model", cot) if of_cot else ("metacot_model", metacot)
     checkpoints = run.checkpoints(path.name)
     saved = checkpoints.restore_config()
     checkpoints.close()
@@ -583,7 +583,8 @@ def main(argv):
       run.save(f"star_cot/{r}/generations", stats)
       print(f"CoT STaR round {r}: {stats['verified']} of {stats['generations']} sampled "
             f"solutions verified, {len(solutions)} distinct ones kept")
-      exs = [round0.trace_segments(star_p[i], lines, "all") for i, lines in solutions]
+      exs = [examples.solution_example(star_p[i], steps, answer)
+             for i, steps, answer in solutions]
       if cfg.star.keep_round0:  # as Meta-STaR keeps its round-0 traces: the solver's solutions
         exs += examples.cot_examples(train_p, cfg.data.max_solutions, cfg.seed)
       return training_rows(exs + walks, cfg.star.sft.length, f"star_cot/{r}/data",

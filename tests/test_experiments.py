@@ -245,6 +245,15 @@ def test_a_run_resumes_only_with_the_models_of_its_checkpoints(tmp_path):
   cfg.metacot_model.d_ff *= 2
   with pytest.raises(app.UsageError, match=r"resume with --config.metacot_model.d_ff=256,"):
     check()
+  for name in ("sft_cot", "star_1"):  # left: the CoT baseline's STaR round, the CoT model's
+    shutil.rmtree(run.path / "checkpoints" / name)
+  save("star_cot_1", configs.get_config("quick").to_dict())
+  cfg = configs.get_config("quick")
+  check()
+  cfg.metacot_sft.init_from_cot = False
+  cfg.model.d_ff *= 2
+  with pytest.raises(app.UsageError, match=r"resume with --config.model.d_ff=256, or"):
+    check()
 
 
 def test_resumed_runs_from_before_a_model_field_compare_as_they_were():

@@ -1377,12 +1377,19 @@ def test_verified_generations_keep_each_distinct_legal_verified_trace(monkeypatc
                    "kept_with_backtracks": 1}
   # for a CoT model's STaR: clean solutions only, the one that backtracks dropped
   kept, stats = from_generations.verified_solutions(problems, generations)
-  assert [(i, trace.trace_text(lines)) for i, lines in kept] == [
-      (0, straight + "Answer: (6 * 5) - (10 - 4) = 24\n"), (1, texts[-1])]
+  assert kept == [(0, tuple(straight.splitlines()), "Answer: (6 * 5) - (10 - 4) = 24"),
+                  (1, tuple(texts[-1].splitlines()[:-1]), texts[-1].splitlines()[-1])]
   assert stats == {"generations": 8, "verified": 5, "kept": 2, "puzzles_solved": 2,
                    "dropped_with_backtracks": 1}
   kept, stats = from_generations.verified_solutions(problems, generations[:1])
   assert kept == [] and stats["puzzles_solved"] == 0 and stats["dropped_with_backtracks"] == 1
+  # a kept solution trains as the solver's own: the same segments, PRM labels included
+  solution = problems[1].solve()[0]
+  text = "".join(l + "\n" for l in solution.steps) + solution.answer + "\n"
+  [(i, steps, answer)], _ = from_generations.verified_solutions(problems, [(1, text)])
+  cot = examples.cot_examples(problems[1:], max_solutions=len(problems[1].solve()))
+  assert examples.solution_example(problems[i], steps, answer) == cot[0]
+  assert [seg.value for seg in cot[0]] == [None] * 1 + [1.0] * len(solution.steps) + [None]
   with pytest.raises(ValueError, match="samples must be >= 1"):
     from_generations.sampled_generations(None, config, TOK, problems, samples=0,
                                          rng=jax.random.PRNGKey(0))

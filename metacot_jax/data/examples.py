@@ -42,10 +42,15 @@ def cot_examples(problems: Sequence[Countdown], max_solutions: int, seed: int = 
       raise ValueError(f"{problem.prompt().strip()!r} has no solution; CoT data needs "
                        "solvable problems")
     for i in sorted(rng.permutation(len(solutions))[:max_solutions]):
-      s = solutions[i]
-      out.append([Segment(problem.prompt(), 0.0)] + [Segment(l + "\n", 1.0, 1.0) for l in s.steps]
-                 + [Segment(s.answer + "\n", 1.0)])
+      out.append(solution_example(problem, solutions[i].steps, solutions[i].answer))
   return out
+
+
+def solution_example(problem: Countdown, steps: Sequence[str], answer: str) -> list[Segment]:
+  """Prompt -> one clean solution: policy loss on every line, and PRM label 1 after each
+  step (every state on a path to the answer can still reach the target)."""
+  return ([Segment(problem.prompt(), 0.0)] + [Segment(l + "\n", 1.0, 1.0) for l in steps]
+          + [Segment(answer + "\n", 1.0)])
 
 
 def walk_examples(problems: Sequence[Countdown], walks_per_problem: int, seed: int = 0,

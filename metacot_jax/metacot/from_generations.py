@@ -95,11 +95,14 @@ def verified_generations(problems: Sequence[Countdown], generations: Sequence[tu
 
 
 def verified_solutions(problems: Sequence[Countdown], generations: Sequence[tuple[int, str]]
-                       ) -> tuple[list[tuple[int, list[trace.Line]]], dict]:
+                       ) -> tuple[list[tuple[int, tuple[str, ...], str]], dict]:
   """STaR for a CoT model: the distinct verified generations with no backtrack (clean
-  solutions; a `back to` line would teach it to search), and what was sampled and kept."""
+  solutions; a `back to` line would teach it to search) as (problem index, step lines,
+  answer line), the solver's form (`examples.solution_example`), and what was sampled and
+  kept."""
   found, stats = verified_generations(problems, generations)
-  kept = [(i, lines) for i, lines in found if not any(l.tag == trace.BACK_TAG for l in lines)]
-  stats |= {"kept": len(kept), "puzzles_solved": len({i for i, _ in kept}),
+  kept = [(i, tuple(l.text for l in lines if l.tag == trace.ON_PATH), lines[-1].text)
+          for i, lines in found if not any(l.tag == trace.BACK_TAG for l in lines)]
+  stats |= {"kept": len(kept), "puzzles_solved": len({i for i, *_ in kept}),
             "dropped_with_backtracks": stats.pop("kept_with_backtracks")}
   return kept, stats
