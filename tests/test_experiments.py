@@ -467,6 +467,15 @@ def test_report_gaps_by_hand():
       f"{-100 * low:+.1f}) | +25.0 points (95% interval {100 * low:+.1f} to {100 * high:+.1f}) "
       "|", "| 3 | 50.0% | - | - | -25.0 points (95% interval "
       f"{-100 * high:+.1f} to {-100 * low:+.1f}) | - |"]
+  # met only at >= 90% and >= 25 points above CoT, after SFT as after the rounds
+  after = "The same after 3 round(s) of self-training each (Meta-STaR, STaR)"
+  for cot_acc, verdict in ((0.65, "met"), (0.66, "not met")):
+    results |= {"star/3": {"greedy_test": 0.9, "greedy_correct": [1] * 90 + [0] * 10},
+                "star_cot/3/test": {"accuracy": cot_acc, "correct": [1] * round(100 * cot_acc)
+                                    + [0] * round(100 * (1 - cot_acc))}}
+    verdicts = {target: v for target, _, v in report.targets(results)}
+    assert verdicts[after] == verdict
+    assert verdicts["Meta-CoT greedy >= 90% and >= 25 points above CoT (test)"] == "not met"
 
 
 def test_report_gives_intervals_and_the_paired_gap(tiny_workdir, tiny_results):
