@@ -621,9 +621,10 @@ def main(argv):
   evaluate_rl = lambda params: rl_evaluation(cfg, tokenizer, metacot_model, params, test_p,
                                              mesh)
   run.phase("rl/reference", lambda: evaluate_rl(reference))
+  reward_fn = TraceReward(tokenizer, rl_p, cfg.rl.length_unit, cfg.rl.wrong_answer_reward)
   for gamma in map(float, cfg.rl.gammas):  # keys 'rl/1.0', whether typed 1 or 1.0
     state = reinforce(cfg, run, f"rl_gamma_{gamma}", metacot_model, reference, gamma,
-                      rl_prompts, TraceReward(tokenizer, rl_p, cfg.rl.length_unit), mesh)
+                      rl_prompts, reward_fn, mesh)
     result = run.phase(f"rl/{gamma}", lambda: evaluate_rl(state.params))
     print(f"RL gamma={gamma}: greedy {result['accuracy']:.1%} at {result['mean_tokens']:.0f} "
           f"tokens; sampled {result['success_rate']:.1%} at {result['mean_trace_tokens']:.0f}")

@@ -112,6 +112,10 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
     ("rl.gammas", (1, 1.0), "rl.gammas=(1, 1.0): each gamma once"),
     ("rl.micro_batches", 0, "--config.rl: micro_batches must be >= 1"),
     ("rl.updates", 0, "rl.updates=0: must be a whole number >= 1"),
+    ("rl.wrong_answer_reward", 1.0, "rl.wrong_answer_reward=1.0: in [0, 1): below a right "
+     "answer's reward of 1"),
+    ("rl.wrong_answer_reward", 0.05, "rl.wrong_answer_reward=0.05: below gamma^rl.max_new_"
+     "tokens = 0.98^150 = 0.0483, else a wrong answer at once out-earns a right one found late"),
     ("rl.max_new_tokens", 190, "rl.max_new_tokens=190: rollouts must fit the model: 1 to "
      "metacot_model.max_len=192 less the 12-token prompt = 180"),
 ])

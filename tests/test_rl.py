@@ -252,3 +252,25 @@ def test_trace_reward_scores_the_answer_and_counts_the_trace():
   np.testing.assert_array_equal(n_tokens[:2], [len(tok.encode(z))] * 2)
   _, n_steps = TraceReward(tok, [problem], "steps")(np.zeros(3, int), gen, lengths)
   np.testing.assert_array_equal(n_steps, [3, 3, 3])  # two steps and one backtrack
+  # an answer that does not verify may earn a little, never one that is missing
+  rewards, _ = TraceReward(tok, [problem], wrong_answer_reward=0.25)(np.zeros(3, int), gen,
+                                                                      lengths)
+  np.testing.assert_array_equal(rewards, [1.0, 0.25, 0.0])
+  for bad in (-0.1, 1.0):
+    with pytest.raises(ValueError, match="wrong_answer_reward must be in"):
+      TraceReward(tok, [problem], wrong_answer_reward=bad)
+
+
+def test_rollout_statistics_count_only_verified_answers_as_accurate():
+  cfg = rl.RLConfig(gamma=0.5, group_size=2, estimator="grpo")
+  out = rl_loop.Rollout(jnp.zeros((4, 3), jnp.int32), jnp.ones((4, 3)),
+                        jnp.zeros((4, 2), jnp.int32), jnp.full((4,), 2))
+  rewards, lengths = np.array([1.0, 0.1, 0.1, 0.0]), np.array([1, 1, 2, 3])
+  batch, stats = rl_loop.rollout_batch(out, rewards, lengths, None, cfg)
+  assert stats["accuracy"] == 0.25
+  assert stats["return"] == pytest.approx((0.5 + 0.05 + 0.025 + 0.0) / 4)
+  assert stats["trace_length"] == pytest.approx(1.75)
+  # a wrong answer given soon beats no answer: a signal in the group with no right one
+  assert stats["groups_with_signal"] == 1.0
+  chex.assert_shape(batch["advantages"], (4,))
+  assert batch["advantages"][2] > batch["advantages"][3]

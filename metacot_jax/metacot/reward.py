@@ -3,6 +3,12 @@
 r(S, q) is 1 when the final `Answer:` line verifies and 0 otherwise; |Z|, the
 length the discount applies to, is the search trace before the answer line,
 counted in tokens or in lines (steps and backtracks).
+
+With r in {0, 1} a generation that never answers earns what a wrong answer
+earns, at any length, so no discount can shorten the searches that fail: they
+run to the length limit. `wrong_answer_reward` > 0 gives an answer that does not
+verify a small reward; discounted like the rest (gamma^|Z| r), it asks a failing
+search to answer, and at gamma < 1 to answer soon. 0 is the paper's objective.
 """
 
 from __future__ import annotations
@@ -29,14 +35,20 @@ class TraceReward:
   """`reward_fn` of `train_rl` for Meta-CoT traces of `problems`."""
 
   def __init__(self, tokenizer: Tokenizer, problems: Sequence[Countdown],
-               length_unit: str = "tokens"):
+               length_unit: str = "tokens", wrong_answer_reward: float = 0.0):
     if length_unit not in ("tokens", "steps"):
       raise ValueError(f"length_unit must be 'tokens' or 'steps', got {length_unit!r}")
+    if not 0.0 <= wrong_answer_reward < 1.0:
+      raise ValueError(f"wrong_answer_reward must be in [0, 1), below a right answer's 1, "
+                       f"got {wrong_answer_reward}")
     self.tokenizer, self.problems, self.length_unit = tokenizer, list(problems), length_unit
+    self.wrong_answer_reward = wrong_answer_reward
 
   def score(self, problem: Countdown, text: str) -> tuple[float, int]:
     z, answer = split_trace(text)
-    reward = float(bool(answer) and problem.verify(answer).ok)
+    reward = 0.0
+    if answer:
+      reward = 1.0 if problem.verify(answer).ok else self.wrong_answer_reward
     if self.length_unit == "tokens":
       return reward, len(self.tokenizer.encode(z))
     facts = trace.parse(problem, z)

@@ -60,7 +60,7 @@ def rollout(params, rng, prompts_BxP, prompt_lengths_B, *, config: ModelConfig,
 def rollout_batch(rollout_out: Rollout, rewards_B, trace_lengths_B, old_logprobs_BxL,
                   cfg: rl.RLConfig) -> tuple[dict, dict]:
   """The update's batch (tokens, mask, advantages; old log-probs unless None) and its
-  statistics: accuracy (mean reward r), mean return gamma^|Z| r, mean |Z|, generated
+  statistics: accuracy (the share with reward 1, verified), mean return gamma^|Z| r, mean |Z|, generated
   tokens, and the fraction of groups whose samples disagree (the only ones with a gradient)."""
   returns_B = rl.discounted_returns(jnp.asarray(rewards_B, jnp.float32),
                                     jnp.asarray(trace_lengths_B), cfg.gamma)
@@ -70,7 +70,7 @@ def rollout_batch(rollout_out: Rollout, rewards_B, trace_lengths_B, old_logprobs
            "advantages": advantages_B}
   if old_logprobs_BxL is not None:
     batch["old_logprobs"] = old_logprobs_BxL
-  stats = {"accuracy": float(np.mean(rewards_B)), "return": float(jnp.mean(returns_B)),
+  stats = {"accuracy": float(np.mean(np.asarray(rewards_B) >= 1.0)), "return": float(jnp.mean(returns_B)),
            "trace_length": float(np.mean(trace_lengths_B)),
            "generated_tokens": float(jnp.mean(rollout_out.lengths_B)),
            "groups_with_signal": float(jnp.mean(jnp.any(advantages_B.reshape(-1, cfg.group_size)
