@@ -168,10 +168,12 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   c.rl = ml_collections.ConfigDict()
   c.rl.gammas = (1.0, 0.995, 0.99, 0.98)
   c.rl.length_unit = "tokens"  # |Z| in 'tokens' or 'steps'
-  # r of an answer that does not verify (a right one earns 1, no answer 0). 0 is the
+  # r of an answer line that does not verify (a right one earns 1, no answer 0). 0 is the
   # paper's objective, under which a failing search earns 0 at any length and no gamma can
-  # shorten it; > 0 asks it to answer, and at gamma < 1 to answer soon (docs/experiments.md).
-  # It must stay below gamma^max_new_tokens, or a guess at once out-earns a late right answer.
+  # shorten it; > 0 asks it to answer, and at gamma < 1 to answer soon (docs/experiments.md,
+  # "A reward for a wrong answer"). It must stay below min(gammas)^max_new_tokens, or a guess
+  # at once out-earns a late right answer. GRPO divides by the group's spread, so in a group
+  # with no right answer any value > 0 pushes as hard; the value orders the mixed groups.
   c.rl.wrong_answer_reward = 0.0
   c.rl.beta = 0.02
   c.rl.group_size = 8  # G samples per problem
@@ -371,13 +373,13 @@ def check(c: ml_collections.ConfigDict) -> None:
                                    micro_batches=r.micro_batches))
     valid("rl", lambda: OptimizerConfig(r.learning_rate, 0, r.updates * r.epochs))
     expect(0.0 <= r.wrong_answer_reward < 1.0, "rl.wrong_answer_reward",
-           "in [0, 1): below a right answer's reward of 1")
-    if r.wrong_answer_reward > 0 and r.length_unit == "tokens":
+           "must be in [0, 1), below a right answer's reward of 1")
+    if r.wrong_answer_reward > 0:  # |Z| <= max_new_tokens, in tokens or in lines
       slowest = min(r.gammas) ** r.max_new_tokens  # a right answer at the length limit
       expect(r.wrong_answer_reward < slowest, "rl.wrong_answer_reward",
-             f"below gamma^rl.max_new_tokens = {min(r.gammas)}^{r.max_new_tokens} = "
-             f"{slowest:.3g}, else a wrong answer at once out-earns a right one found late "
-             "(lower it, or raise the smallest gamma)")
+             f"must be below min(rl.gammas)^rl.max_new_tokens = {min(r.gammas)}^"
+             f"{r.max_new_tokens} = {slowest:.3g}, else a wrong answer at once out-earns a "
+             "right one found late (lower it, or raise the smallest gamma)")
     expect(len(set(map(float, r.gammas))) == len(r.gammas), "rl.gammas",
            "each gamma once (1 and 1.0 are the same run)")
     # rollouts start after the prompt; the longest Game of 24 prompt, <bos> included

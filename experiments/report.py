@@ -390,7 +390,7 @@ def write(run: RunDir):
     c = r["config"]["rl"]
     lines += ["", "## RL post-training from the last Meta-STaR policy, per discount gamma", "",
               f"Objective E[gamma^|Z| r] - beta KL(pi || pi_ref), |Z| in {c['length_unit']}, "
-              f"r 1 for a verified answer, {c.get('wrong_answer_reward', 0.0)} for a wrong one, "
+              f"r 1 for a verified answer, {c.get('wrong_answer_reward', 0.0):g} for a wrong one, "
               "0 for none, "
               f"beta {c['beta']}, {c['estimator']} advantages over G = {c['group_size']}, clip "
               f"{c['clip_eps']}, {c['updates']} updates of {c['problems_per_update']} train "

@@ -112,10 +112,10 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
     ("rl.gammas", (1, 1.0), "rl.gammas=(1, 1.0): each gamma once"),
     ("rl.micro_batches", 0, "--config.rl: micro_batches must be >= 1"),
     ("rl.updates", 0, "rl.updates=0: must be a whole number >= 1"),
-    ("rl.wrong_answer_reward", 1.0, "rl.wrong_answer_reward=1.0: in [0, 1): below a right "
-     "answer's reward of 1"),
-    ("rl.wrong_answer_reward", 0.05, "rl.wrong_answer_reward=0.05: below gamma^rl.max_new_"
-     "tokens = 0.98^150 = 0.0483, else a wrong answer at once out-earns a right one found late"),
+    ("rl.wrong_answer_reward", 1.0, "rl.wrong_answer_reward=1.0: must be in [0, 1), below a "
+     "right answer's reward of 1"),
+    ("rl.wrong_answer_reward", 0.05, "rl.wrong_answer_reward=0.05: must be below min(rl.gammas)"
+     "^rl.max_new_tokens = 0.98^150 = 0.0483, else a wrong answer at once out-earns a right one"),
     ("rl.max_new_tokens", 190, "rl.max_new_tokens=190: rollouts must fit the model: 1 to "
      "metacot_model.max_len=192 less the 12-token prompt = 180"),
 ])
@@ -129,6 +129,20 @@ def test_config_check_names_the_field_of_each_value_a_phase_would_reject(field, 
   with pytest.raises(ValueError) as e:
     configs.check(cfg)
   assert message in str(e.value)
+
+
+def test_config_check_bounds_the_wrong_answer_reward_by_the_smallest_gamma():
+  cfg = configs.get_config("default")  # gammas down to 0.98, 150-token rollouts
+  with cfg.unlocked():
+    cfg.rl.wrong_answer_reward = 0.04  # below 0.98^150 = 0.048
+    configs.check(cfg)
+    cfg.rl.wrong_answer_reward, cfg.rl.gammas = 0.1, (1.0, 0.99)  # below 0.99^150 = 0.22
+    configs.check(cfg)
+    cfg.rl.length_unit = "steps"  # |Z| in lines: never more than in tokens, the same bound
+    configs.check(cfg)
+    cfg.rl.wrong_answer_reward = 0.3
+    with pytest.raises(ValueError, match="0.99\\^150 = 0.221"):
+      configs.check(cfg)
 
 
 def test_config_check_rejects_search_shares_that_sum_past_one():

@@ -2,7 +2,8 @@
 
 `in_context`: one greedy generation per problem, read back with `trace.parse` for
 its facts (steps, backtracks, tokens). `sampled`: G generations per problem at
-temperature 1, scored like the RL reward. Only the final answer line is verified.
+temperature 1, verified like the RL reward (a wrong answer counts 0 here). Only the
+answer line is verified.
 `arithmetic`: teacher-forced steps, to tell wrong sums from wrong plans.
 `traced_steps`: teacher-forced search traces, to tell steps after a backtrack from the rest.
 `accuracy_interval`, `paired_difference`, `rank_correlation`: the statistics the report
@@ -250,6 +251,7 @@ def sampled(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequenc
                        group_size=samples, mesh=mesh)
   ids = np.repeat(np.arange(len(problems)), samples)
   rewards, lengths = TraceReward(tokenizer, problems)(ids, out.tokens_BxN, out.lengths_B)
-  return {"success_rate": float(rewards.mean()),
-          "pass_at_k": float(rewards.reshape(-1, samples).max(1).mean()),
+  solved = rewards >= 1.0
+  return {"success_rate": float(solved.mean()),
+          "pass_at_k": float(solved.reshape(-1, samples).max(1).mean()),
           "mean_trace_tokens": float(lengths.mean()), "samples": samples}

@@ -1,14 +1,16 @@
 """The RL reward of a generated Meta-CoT trace: the verifier's verdict on its answer.
 
-r(S, q) is 1 when the final `Answer:` line verifies and 0 otherwise; |Z|, the
+r(S, q) is 1 when the first `Answer:` line verifies and 0 otherwise; |Z|, the
 length the discount applies to, is the search trace before the answer line,
 counted in tokens or in lines (steps and backtracks).
 
 With r in {0, 1} a generation that never answers earns what a wrong answer
 earns, at any length, so no discount can shorten the searches that fail: they
 run to the length limit. `wrong_answer_reward` > 0 gives an answer that does not
-verify a small reward; discounted like the rest (gamma^|Z| r), it asks a failing
-search to answer, and at gamma < 1 to answer soon. 0 is the paper's objective.
+verify (any `Answer:` line, parsed or not) a small reward; discounted like the rest
+(gamma^|Z| r), it asks a failing search to answer, and at gamma < 1 to answer soon.
+0 is the paper's objective. With GRPO's normalised advantages, in a group where no
+sample is right any value > 0 pushes as hard toward answering soon.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ from metacot_jax.train import rl
 from metacot_jax.train.checkpoint import Checkpoints
 from metacot_jax.train.loop import batch_indices
 
-# reward_fn(problem_ids [R], generated [R, N], lengths [R]) -> (rewards [R], trace_lengths [R])
+# reward_fn(problem_ids [R], generated [R, N], lengths [R]) -> (rewards [R], trace_lengths [R]);
+# a reward of 1 is a success (counted in `accuracy`), partial credit is below 1.
 RewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -60,8 +61,9 @@ def rollout(params, rng, prompts_BxP, prompt_lengths_B, *, config: ModelConfig,
 def rollout_batch(rollout_out: Rollout, rewards_B, trace_lengths_B, old_logprobs_BxL,
                   cfg: rl.RLConfig) -> tuple[dict, dict]:
   """The update's batch (tokens, mask, advantages; old log-probs unless None) and its
-  statistics: accuracy (the share with reward 1, verified), mean return gamma^|Z| r, mean |Z|, generated
-  tokens, and the fraction of groups whose samples disagree (the only ones with a gradient)."""
+  statistics: accuracy (the share with reward 1), mean return gamma^|Z| r, mean |Z|,
+  generated tokens, and the fraction of groups whose samples disagree (the only ones with a
+  gradient)."""
   returns_B = rl.discounted_returns(jnp.asarray(rewards_B, jnp.float32),
                                     jnp.asarray(trace_lengths_B), cfg.gamma)
   advantages_B = rl.group_advantages(returns_B.reshape(-1, cfg.group_size),
