@@ -72,7 +72,8 @@ def rollout_batch(rollout_out: Rollout, rewards_B, trace_lengths_B, old_logprobs
            "advantages": advantages_B}
   if old_logprobs_BxL is not None:
     batch["old_logprobs"] = old_logprobs_BxL
-  stats = {"accuracy": float(np.mean(np.asarray(rewards_B) >= 1.0)), "return": float(jnp.mean(returns_B)),
+  stats = {"accuracy": float(np.mean(np.asarray(rewards_B) >= 1.0)),
+           "return": float(jnp.mean(returns_B)),
            "trace_length": float(np.mean(trace_lengths_B)),
            "generated_tokens": float(jnp.mean(rollout_out.lengths_B)),
            "groups_with_signal": float(jnp.mean(jnp.any(advantages_B.reshape(-1, cfg.group_size)
