@@ -63,6 +63,14 @@ def _preset_from_argv(argv: list[str]) -> str:
   return "default"
 
 
+def repeated_overrides(argv: list[str]) -> list[str]:
+  """The `--config.` fields `argv` gives more than once. They must be refused: absl keeps
+  the last value of a number, but ml_collections joins a tuple field's values (`(2,)`
+  then `(4,)` gives `(2, 4)`; `(2,)` then `()` keeps `(2,)`)."""
+  names = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
+  return sorted({name for name in names if names.count(name) > 1})
+
+
 _PRESET = _preset_from_argv(sys.argv)
 flags.DEFINE_enum("preset", "default", configs.PRESETS, "Size of the run.")
 flags.DEFINE_string("workdir", None, "Run directory: checkpoints, results, report.", required=True)
@@ -343,6 +351,10 @@ def main(argv):
     raise app.UsageError(f"the config was built for preset {_PRESET!r} but --preset is "
                          f"{flags.FLAGS.preset!r}: write it on the command line as "
                          "--preset=NAME or --preset NAME")
+  repeated = repeated_overrides(sys.argv)
+  if repeated:
+    raise app.UsageError(f"{', '.join(repeated)} given more than once: give each config field "
+                         "once (a tuple field given twice would take both values joined)")
   cfg.preset = flags.FLAGS.preset
   scale.initialize_distributed()
   mesh = scale.data_mesh()

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import jax
 import ml_collections
@@ -20,30 +19,10 @@ from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import evaluate
 from metacot_jax.runs import RunDir
 from metacot_jax.train.state import OptimizerConfig, create_train_state
+from tests.jobs import REPO, TINY, run_job
 from tests.processes import run_hosts
 
-REPO = Path(__file__).resolve().parents[1]
 FAKE_JOB = "tests.scripts.fake_job"
-# A very small run of the whole pipeline (the quick preset made smaller still).
-TINY = ["--preset=quick", "--config.data.train_puzzles=40", "--config.data.test_puzzles=10",
-        "--config.data.hard_puzzles=10", "--config.sft.steps=12", "--config.metacot_sft.steps=12",
-        "--config.sft.checkpoint_every=4", "--config.metacot_sft.checkpoint_every=4",
-        "--config.search.simulations=(2,)", "--config.search.batch_size=10",
-        "--config.eval.batch_size=10", "--config.baselines.samples=2",
-        "--config.star.simulations=2", "--config.rl.updates=3", "--config.rl.checkpoint_every=1",
-        "--config.rl.train_puzzles=20", "--config.rl.max_new_tokens=60",
-        "--config.search.hard_puzzles=5", "--config.rl.problems_per_update=8",
-        "--config.star.source=both", "--config.star.generations=2", "--config.star.repair=True",
-        "--config.data.back_lists_tried=True", "--config.unlikelihood_weight=1.0"]
-
-
-def run_job(workdir, *extra, timeout=900, devices=1, **env_extra):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", **env_extra)
-  if devices > 1:
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  return subprocess.run([sys.executable, "-m", "experiments.game24_mcts", f"--workdir={workdir}",
-                         *extra], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=timeout, check=False)
 
 
 def test_unknown_override_fails_before_work(tmp_path):
@@ -58,6 +37,22 @@ def test_ill_typed_override_fails_before_work(tmp_path):
   assert done.returncode != 0
   assert "steps" in done.stderr
   assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_field_given_twice_fails_before_work(tmp_path):
+  done = run_job(tmp_path / "run", "--preset=quick", "--config.rl.gammas=(1.0,)",
+                 "--config.sft.steps=3", "--config.rl.gammas=(0.99,)", timeout=120)
+  assert done.returncode != 0
+  assert "--config.rl.gammas given more than once: give each config field once" in done.stderr
+  assert "Traceback" not in done.stderr
+  assert not (tmp_path / "run").exists()
+
+
+def test_repeated_overrides_are_named_once_each():
+  argv = ["job", "--config.sft.steps=3", "--config.rl.gammas=(1.0,)", "--workdir=w",
+          "--config.sft.steps", "4", "--config.rl.gammas=()", "--config.sft.steps=5"]
+  assert game24_mcts.repeated_overrides(argv) == ["--config.rl.gammas", "--config.sft.steps"]
+  assert game24_mcts.repeated_overrides(["job", "--config.sft.steps=3", "--preset=quick"]) == []
 
 
 @pytest.mark.parametrize("override, message", [
@@ -372,7 +367,9 @@ def test_resuming_with_other_overrides_says_what_changed(tmp_path, tiny_workdir,
   assert "`rl.beta: 0.02 -> 0.5`" in (workdir / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_main_job_splits_batches_over_8_devices(tmp_path, tiny_results):
+  """The whole TINY run on 8 devices (about 5 min; CI runs `test_job_on_devices`'s quick form)."""
   done = run_job(tmp_path, *TINY, devices=8)
   assert done.returncode == 0, done.stderr[-3000:]
   results = json.loads((tmp_path / "results.json").read_text())
@@ -652,18 +649,6 @@ def test_main_job_on_two_hosts(tmp_path, tiny_results):
   assert set(results) == set(tiny_results)
 
 
-def test_batch_sizes_that_do_not_divide_over_the_devices_fail_before_work(tmp_path):
-  done = run_job(tmp_path / "run", *TINY, "--config.sft.batch_size=12", devices=8, timeout=120)
-  assert done.returncode != 0
-  assert "sft.batch_size=12" in done.stderr and "--config.sft.batch_size=16" in done.stderr
-  assert not (tmp_path / "run" / "results.json").exists()
-  # and each micro-batch: 8 problems x 4 samples do not split into 3 slices
-  done = run_job(tmp_path / "run", *TINY, "--config.rl.micro_batches=3", timeout=120)
-  assert done.returncode != 0
-  assert "rl.problems_per_update=8 is not a multiple of 3" in done.stderr, done.stderr[-500:]
-  assert not (tmp_path / "run" / "results.json").exists()
-
-
 def test_killed_run_resumes_to_the_same_results(tmp_path, tiny_workdir, tiny_results):
   expected = tiny_results
 
@@ -826,7 +811,9 @@ def test_sweep_grid_values_keep_commas_inside_parentheses(tmp_path):
   for args, message in ((["--set", "star.rounds"], "FIELD=VALUE"),
                         (["--parallel", "0"], "at least 1"),
                         (["--grid", "x=(1,2),1-2"], "share a trial folder name"),
-                        (["--grid", "seed=0", "--grid", "seed=1"], "more than once")):
+                        (["--grid", "seed=0", "--grid", "seed=1"], "more than once"),
+                        (["--set", "seed=0", "--grid", "seed=1,2"], "seed: given more than once"),
+                        (["--set", "seed=0", "--set", "seed=1"], "seed: given more than once")):
     with pytest.raises(SystemExit, match=message):
       _sweep(["--workdir", tmp_path] + args)
 
