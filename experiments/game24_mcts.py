@@ -64,10 +64,11 @@ def _preset_from_argv(argv: list[str]) -> str:
 
 
 def repeated_overrides(argv: list[str]) -> list[str]:
-  """The `--config.` fields `argv` gives more than once. They must be refused: absl keeps
-  the last value of a number, but ml_collections joins a tuple field's values (`(2,)`
-  then `(4,)` gives `(2, 4)`; `(2,)` then `()` keeps `(2,)`)."""
-  names = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
+  """The `--config.` fields `argv` gives more than once (with one dash or two; a flagfile's
+  are not seen). They must be refused: absl keeps the last value of a number, but
+  ml_collections joins a tuple field's values (`(2,)` then `(4,)` gives `(2, 4)`)."""
+  names = ["--" + arg.lstrip("-").split("=", 1)[0] for arg in argv
+           if arg.startswith(("--config.", "-config."))]
   return sorted({name for name in names if names.count(name) > 1})
 
 

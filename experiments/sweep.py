@@ -195,8 +195,8 @@ def main(argv=None):
   given = [k for k, _ in fixed] + keys
   repeated = sorted({k for k in given if given.count(k) > 1})
   if repeated:
-    raise SystemExit(f"{', '.join(repeated)}: given more than once in --set and --grid; the "
-                     "job takes each config field once, so give it in one place")
+    raise SystemExit(f"{', '.join(repeated)}: given more than once (--set, --grid); the job "
+                     "takes each config field once, so give it in one place")
   fixed = [f"--config.{k}={v[0]}" for k, v in fixed]
   trials = [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
   names = [trial_name(o) for o in trials]

@@ -30,8 +30,8 @@ def run_job(workdir, *extra, timeout=900, devices=1, **env_extra):
 
 
 def tiny(*changes: str) -> list[str]:
-  """TINY with each `--config.<field>=<value>` in `changes` in place of TINY's value of that
-  field (the job takes a tuple field given twice as both values joined)."""
+  """TINY less its values of the fields `changes` names, then `changes` (each
+  `--config.<field>=<value>`): the job refuses a field given twice."""
   fields = {c.split("=", 1)[0]: c for c in changes}
   kept = [arg for arg in TINY if arg.split("=", 1)[0] not in fields]
   return kept + list(changes)

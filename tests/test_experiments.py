@@ -41,7 +41,7 @@ def test_ill_typed_override_fails_before_work(tmp_path):
 
 def test_a_field_given_twice_fails_before_work(tmp_path):
   done = run_job(tmp_path / "run", "--preset=quick", "--config.rl.gammas=(1.0,)",
-                 "--config.sft.steps=3", "--config.rl.gammas=(0.99,)", timeout=120)
+                 "--config.sft.steps=3", "--config.rl.gammas=(0.99,)", timeout=60)
   assert done.returncode != 0
   assert "--config.rl.gammas given more than once: give each config field once" in done.stderr
   assert "Traceback" not in done.stderr
@@ -50,7 +50,7 @@ def test_a_field_given_twice_fails_before_work(tmp_path):
 
 def test_repeated_overrides_are_named_once_each():
   argv = ["job", "--config.sft.steps=3", "--config.rl.gammas=(1.0,)", "--workdir=w",
-          "--config.sft.steps", "4", "--config.rl.gammas=()", "--config.sft.steps=5"]
+          "--config.sft.steps", "4", "-config.rl.gammas=()", "--config.sft.steps=5"]
   assert game24_mcts.repeated_overrides(argv) == ["--config.rl.gammas", "--config.sft.steps"]
   assert game24_mcts.repeated_overrides(["job", "--config.sft.steps=3", "--preset=quick"]) == []
 

@@ -17,7 +17,11 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--workdir", required=True)
 parser.add_argument("--preset", default="quick")
 args, rest = parser.parse_known_args()
-overrides = dict(a[len("--config."):].split("=", 1) for a in rest if a.startswith("--config."))
+pairs = [a[len("--config."):].split("=", 1) for a in rest if a.startswith("--config.")]
+overrides = dict(pairs)
+if len(overrides) < len(pairs):  # as the main job does
+  print("a config field given more than once", file=sys.stderr)
+  sys.exit(2)
 if overrides.get("fail") == "1":
   print("boom: asked to fail", file=sys.stderr)
   sys.exit(3)
