@@ -187,16 +187,12 @@ def main(argv=None):
   root.mkdir(parents=True, exist_ok=True)
   grid = parse_grid(args.grid)
   keys = [k for k, _ in grid]
-  repeated = sorted({k for k in keys if keys.count(k) > 1})
-  if repeated:
-    raise SystemExit(f"--grid gives {', '.join(repeated)} more than once; give each field "
-                     "once with all its values, e.g. --grid seed=0,1,2")
   fixed = parse_overrides(args.fixed, "--set", many=False)
   given = [k for k, _ in fixed] + keys
   repeated = sorted({k for k in given if given.count(k) > 1})
-  if repeated:
-    raise SystemExit(f"{', '.join(repeated)}: given more than once (--set, --grid); the job "
-                     "takes each config field once, so give it in one place")
+  if repeated:  # the job refuses a field given twice
+    raise SystemExit(f"{', '.join(repeated)}: given more than once (--set, --grid); give each "
+                     "field once, a --grid field with all its values, e.g. --grid seed=0,1,2")
   fixed = [f"--config.{k}={v[0]}" for k, v in fixed]
   trials = [dict(zip(keys, values)) for values in itertools.product(*(v for _, v in grid))]
   names = [trial_name(o) for o in trials]
