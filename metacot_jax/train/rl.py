@@ -41,7 +41,6 @@ class RLConfig:
   estimator: str = "loo"  # 'loo' (REINFORCE leave-one-out) | 'grpo'
   clip_eps: float = 0.0  # > 0: PPO's clipped ratio
   epochs: int = 1  # optimiser steps on each batch of rollouts (> 1 wants clip_eps > 0)
-  temperature: float = 1.0  # sampling temperature of the rollouts
   max_new_tokens: int = 128
   micro_batches: int = 1  # gradient of each update's rollouts in this many slices (memory)
 
@@ -61,8 +60,6 @@ class RLConfig:
       raise ValueError(f"micro_batches must be >= 1, got {self.micro_batches}")
     if self.clip_eps < 0 or self.epochs < 1:
       raise ValueError(f"need clip_eps >= 0 and epochs >= 1, got {self.clip_eps}, {self.epochs}")
-    if self.temperature <= 0:
-      raise ValueError(f"temperature must be > 0 (rollouts sample), got {self.temperature}")
     if self.max_new_tokens <= 0:
       raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
 
@@ -92,10 +89,15 @@ def group_advantages(returns_BxG, estimator: str = "loo", eps: float = 1e-6):
   g = returns_BxG.shape[-1]
   mean_B = jnp.mean(returns_BxG, axis=-1, keepdims=True)
   if estimator == "loo":
-    return (returns_BxG - mean_B) * g / (g - 1)
-  if estimator == "grpo":
-    return (returns_BxG - mean_B) / (jnp.std(returns_BxG, axis=-1, keepdims=True) + eps)
-  raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    advantages = (returns_BxG - mean_B) * g / (g - 1)
+  elif estimator == "grpo":
+    advantages = (returns_BxG - mean_B) / (jnp.std(returns_BxG, axis=-1, keepdims=True) + eps)
+  else:
+    raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+  # The mean of G equal float32 returns can miss them by an ulp, which GRPO's division by
+  # a near-zero spread would blow up to a uniform push of about 0.1 on every sample.
+  same_B = jnp.all(returns_BxG == returns_BxG[..., :1], axis=-1, keepdims=True)
+  return jnp.where(same_B, 0.0, advantages)
 
 
 def clipped_surrogate(ratio, advantage, clip_eps: float):

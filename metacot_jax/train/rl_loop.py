@@ -94,7 +94,8 @@ def train_rl(state, ref_params, config: ModelConfig, cfg: rl.RLConfig,
   resumes at its next update even with another `cfg.epochs` (steps per update).
   """
   width = max(len(p) for p in prompts)
-  sampling_config = sampling.SamplingConfig(cfg.max_new_tokens, cfg.temperature, 0, stop_ids)
+  # temperature 1: the rollouts sample the policy the gradient scores (on-policy)
+  sampling_config = sampling.SamplingConfig(cfg.max_new_tokens, 1.0, 0, stop_ids)
   sampling.check_fits(config, width, sampling_config)
   all_prompts = pad_batch(prompts, width)
   all_lengths = np.asarray([len(p) for p in prompts], np.int32)
