@@ -128,6 +128,21 @@ class LossTest(chex.TestCase):
     with pytest.raises(ValueError, match="unknown unlikelihood form 'sequence'"):
       unlikelihood_loss(self.logits, self.tokens, positions, ids, weights, form="sequence")
 
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_unlikelihood_pushes_hardest_on_a_certain_avoided_token(self):
+    # The case the loss is for: a model sure of a step it already tried. A clamp on log p
+    # once made both the loss and its gradient flat beyond p = 1 - 1e-6.
+    tokens, positions = np.zeros((1, 2), np.int32), np.ones((1, 1), np.int32)
+    ids, weights = np.full((1, 1), 3, np.int32), np.ones((1, 1), np.float32)
+    fn = self.variant(lambda x: unlikelihood_loss(x, tokens, positions, ids, weights)[0])
+    for margin in (16.0, 20.0, 40.0):
+      logits = np.zeros((1, 2, 8), np.float32)
+      logits[0, 0, 3] = margin
+      loss, grads = fn(logits), jax.grad(fn)(logits)
+      # -log(1 - p) with p = e^m / (e^m + 7): log(e^m + 7) - log 7
+      np.testing.assert_allclose(loss, np.logaddexp(margin, np.log(7)) - np.log(7), rtol=1e-5)
+      np.testing.assert_allclose(grads[0, 0, 3], 1.0, rtol=1e-5)  # d/dz = p / (1 - p) * (1 - p)
+
 
 # ---------------------------------------------------------------------------------------------
 # SFT: a tiny model memorizes a handful of Game of 24 solutions.

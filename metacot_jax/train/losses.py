@@ -59,8 +59,10 @@ def unlikelihood_loss(logits_BxLxV, tokens_BxL, positions_BxA, ids_BxA, weights_
   logits_BxAxV = logits_BxLxV[rows_Bx1, before_BxA].astype(jnp.float32)
   logp_BxAxV = jax.nn.log_softmax(logits_BxAxV)
   logp_BxA = jnp.take_along_axis(logp_BxAxV, ids_BxA[..., None], axis=-1)[..., 0]
-  if form == "token":  # log(1 - p) from log p without cancellation near p = 1
-    terms_BxA = -jnp.log(-jnp.expm1(jnp.minimum(logp_BxA, -1e-6)))
+  if form == "token":  # log(1 - p) as log-sum-exp of the other logits: exact as p -> 1
+    avoided_BxAxV = jax.nn.one_hot(ids_BxA, logits_BxAxV.shape[-1], dtype=bool)
+    others_BxA = jax.nn.logsumexp(jnp.where(avoided_BxAxV, -jnp.inf, logits_BxAxV), axis=-1)
+    terms_BxA = jax.nn.logsumexp(logits_BxAxV, axis=-1) - others_BxA
   else:
     written_BxA = tokens_BxL[rows_Bx1, positions_BxA]
     margin_BxA = (jnp.take_along_axis(logits_BxAxV, written_BxA[..., None], axis=-1)
