@@ -26,8 +26,9 @@ def initialize_distributed() -> bool:
 
   With `JAX_COORDINATOR_ADDRESS` (host:port of process 0), `JAX_NUM_PROCESSES` and
   `JAX_PROCESS_ID` set, every process calls `jax.distributed.initialize` with them;
-  on a TPU pod or under SLURM JAX finds them itself. On CPU hosts the cross-process
-  collectives go through gloo. Must run before anything touches a device.
+  on a TPU pod or in an `srun` step of several tasks JAX finds them itself. On CPU
+  hosts the cross-process collectives go through gloo. Must run before anything
+  touches a device.
   """
   given = [k for k in PROCESS_ENV if os.environ.get(k)]
   if given:
@@ -41,10 +42,23 @@ def initialize_distributed() -> bool:
                                num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
                                process_id=int(os.environ["JAX_PROCESS_ID"]))
     return True
-  if any(k in os.environ for k in ("SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES")):
+  if "TPU_WORKER_HOSTNAMES" in os.environ or slurm_tasks() > 1:
     jax.distributed.initialize()
     return True
   return False
+
+
+# What JAX's SLURM detection reads: all set only inside an `srun` step.
+SLURM_STEP_ENV = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+                  "SLURM_LOCALID")
+
+
+def slurm_tasks() -> int:
+  """Processes of this `srun` step; 0 outside one (an `salloc` shell, or a batch script
+  that runs python without `srun`: one process, nothing to join)."""
+  if not all(os.environ.get(k) for k in SLURM_STEP_ENV):
+    return 0
+  return int(os.environ["SLURM_NTASKS"])
 
 
 def is_primary() -> bool:

@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
 
+from metacot_jax import scale
 from tests.processes import cpu_env, run_hosts
 
 SCRIPT = Path(__file__).parent / "scripts" / "sharded_check.py"
@@ -64,3 +66,23 @@ def test_sharded_rl_updates_match_one_device(report):
   change, diff = float(report["rl_param_change"]), float(report["rl_param_diff"])
   assert change > 1e-4, report  # the updates moved the params
   assert diff < 0.05 * change, report
+
+
+@pytest.mark.parametrize("env, joins", [
+    ({}, False),
+    ({"SLURM_JOB_ID": "7"}, False),  # an salloc shell, or a batch script without srun
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n1", "SLURM_NTASKS": "1",
+      "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}, False),  # srun with one task
+    ({"SLURM_JOB_ID": "7", "SLURM_STEP_NODELIST": "n[1-2]", "SLURM_NTASKS": "2",
+      "SLURM_PROCID": "1", "SLURM_LOCALID": "0"}, True),
+    ({"TPU_WORKER_HOSTNAMES": "t0,t1"}, True),
+])
+def test_joins_only_a_launch_of_several_processes(env, joins, monkeypatch):
+  for key in (*scale.PROCESS_ENV, *scale.SLURM_STEP_ENV, "TPU_WORKER_HOSTNAMES"):
+    monkeypatch.delenv(key, raising=False)
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda *a, **k: calls.append((a, k)))
+  assert scale.initialize_distributed() == joins
+  assert calls == ([((), {})] if joins else [])
