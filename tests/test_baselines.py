@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from metacot_jax.data.examples import cot_pairs, sft_arrays
-from metacot_jax.data.tokenizer import Tokenizer
-from metacot_jax.models import ModelConfig, init_params
+from metacot_jax.data.tokenizer import Tokenizer, pad_batch
+from metacot_jax.models import ModelConfig, forward, init_params, sampling
 from metacot_jax.search import baselines, results, step_mdp
 from metacot_jax.search.greedy import final_answer
 from metacot_jax.search.step_mdp import SearchConfig
@@ -56,8 +56,9 @@ def _run_beam(params, roots, score, seed=1, search=SEARCH):
                          **_search_kw(search))
 
 
-def _run_best_first(params, roots, order, threshold=0.0, search=SEARCH):
-  return baselines._best_first(params, jax.random.PRNGKey(1), roots, max_expansions=8,
+def _run_best_first(params, roots, order, threshold=0.0, search=SEARCH, max_expansions=8):
+  return baselines._best_first(params, jax.random.PRNGKey(1), roots,
+                               max_expansions=max_expansions,
                                frontier_size=16, depth_weight=baselines._depth_weight(order),
                                value_threshold=threshold,
                                **_search_kw(search))
@@ -185,6 +186,43 @@ def test_greedy_and_best_of_n_accounting(trained):
   assert curves["pass@k"]["accuracy"] == curves["maj@k"]["accuracy"] == [1.0, 1.0, 1.0]
   np.testing.assert_allclose(curves["best_of_k"]["tokens_generated"],
                              np.array([1, 2, 4]) * greedy.tokens_generated.mean())
+
+
+class SolutionRowsTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_answer_first_is_valued_at_the_prompt(self):
+    """A generation whose first line is `Answer:` has no step line: its PRM value is read at the
+    prompt's end (not after `Answer: `), where a separate value network reads it too."""
+    params = init_params(MODEL, jax.random.PRNGKey(0))
+    prompt = TOK.encode(game24.make("4 5 6 10").prompt(), bos=True)
+    answer = "Answer: ((6 * 5) - 10) + 4 = 24"
+    gens = [TOK.encode(answer) + [TOK.eos_id],
+            TOK.encode("6 * 5 = 30 (left: 4 10 30)\n" + answer) + [TOK.eos_id]]
+    p, n = len(prompt), max(len(g) for g in gens)
+    _, values_BxT, _ = forward(params, MODEL, pad_batch([prompt + g for g in gens], MODEL.max_len))
+    out = sampling.Samples(pad_batch(gens, n), np.zeros((2, n), np.float32),
+                           np.array([len(g) for g in gens], np.int32), values_BxT[:, p:p + n],
+                           np.ones(2, bool))
+    prompts, lengths = pad_batch([prompt] * 2, MODEL.max_len), np.full(2, p, np.int32)
+    rows = self.variant(functools.partial(baselines._solution_rows, model=MODEL,
+                                          newline_id=TOK.newline_id, answer_id=ANSWER_ID))
+    own, value = rows(params, prompts, lengths, values_BxT[:, p - 1], out)
+    split, split_value = rows(step_mdp.PolicyValue(params, params), prompts, lengths,
+                              values_BxT[:, p - 1], out)
+    np.testing.assert_array_equal(own.answered, True)
+    np.testing.assert_array_equal(own.nodes, [0, 1])
+    step_end = p + gens[1].index(ANSWER_ID) - 1  # the step line's newline
+    want = jax.nn.sigmoid(values_BxT[np.arange(2), np.array([p - 1, step_end])])
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    np.testing.assert_allclose(own.score, want, rtol=1e-5)
+    np.testing.assert_allclose(split_value, value, rtol=1e-4)
+    np.testing.assert_allclose(split.score, own.score, rtol=1e-4)
+
+
+def test_sample_n_without_problems_fails_clearly():
+  with pytest.raises(ValueError, match="no problems to sample solutions for: give at least one"):
+    baselines.sample_n(None, jax.random.PRNGKey(0), [], TOK, MODEL, 2, MAX_NEW)
 
 
 def test_sample_n_sums_work_over_samples(trained):
@@ -316,15 +354,32 @@ def test_best_first_threshold_prunes_every_child(trained):
 
 
 def test_best_first_without_verifier_commits_to_first_answer(trained):
+  """Without the verifier a problem stops at the first expansion with an answered child and
+  keeps that child, scored by its own PRM value: one expansion less finds no answer, a larger
+  budget changes nothing."""
   params, problems, roots = trained
   search = SearchConfig(num_candidates=K, max_step_tokens=16, max_depth=DEPTH, use_verifier=False)
   out, trace = _run_best_first(params, roots, "dfs", search=search)
   out, trace = jax.device_get((out, trace))
   assert np.all(out.answered)
-  assert np.all((out.score > 0.0) & (out.score < 1.0))  # learned scores, not verdicts
-  expanded = trace["live"].sum(0)
+  live = trace["live"]
+  expanded = live.sum(0)
+  assert np.all((expanded >= DEPTH) & (expanded < 8))  # an answer takes DEPTH steps
   for i in range(len(problems)):
-    assert not np.any(trace["live"][expanded[i]:, i])  # stopped at the first answer
-  summary = results.summarize(out, problems, roots.length, TOK)
-  answers_ok = [p.verify(a).ok for p, a in zip(problems, summary["answers"])]
-  assert summary["accuracy"] == pytest.approx(np.mean(answers_ok))
+    assert not np.any(live[expanded[i]:, i])
+    # The answer is a child of the last node expanded: one step past it.
+    last = expanded[i] - 1
+    text = step_mdp.node_text(TOK, out.answer_tokens[i], out.answer_length[i],
+                              int(roots.length[i]))
+    assert len(text.splitlines()) == trace["depth"][last, i] + 1, text
+    assert out.answer_length[i] > trace["length"][last, i]
+  # Committed to unchecked: the score is the answer's PRM value (a prefill of its prefix).
+  pre = sampling.prefill(params, MODEL, out.answer_tokens, out.answer_length)
+  np.testing.assert_allclose(out.score, jax.nn.sigmoid(pre.value_logits_B), rtol=1e-4)
+  # The answer came at the last expansion: one fewer and there is none yet.
+  cut = int(expanded.max()) - 1
+  shorter, _ = _run_best_first(params, roots, "dfs", search=search, max_expansions=cut)
+  np.testing.assert_array_equal(shorter.answered, expanded <= cut)
+  # Twice the budget: the same answers and work, as nothing is searched after the first answer.
+  longer, _ = _run_best_first(params, roots, "dfs", search=search, max_expansions=16)
+  chex.assert_trees_all_close(jax.device_get(longer), out)

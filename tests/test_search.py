@@ -429,6 +429,18 @@ def test_config_errors_are_clear():
     step_mdp.root_nodes(problems, TOK, short, SearchConfig())
 
 
+def test_empty_problem_lists_fail_clearly():
+  """No problems is a caller's mistake: say so, rather than fail inside `max()`."""
+  with pytest.raises(ValueError, match="no problems to search: give at least one"):
+    step_mdp.root_nodes([], TOK, SMALL, SearchConfig())
+  cfg = SamplingConfig(8, 0.0, 0, (TOK.eos_id,))
+  with pytest.raises(ValueError, match="no prompts to sample: give at least one"):
+    sample_prompts(None, SMALL, [], cfg, jax.random.PRNGKey(0), batch_size=2)
+  for run in (generations, generate, greedy_accuracy):
+    with pytest.raises(ValueError, match="no problems to generate solutions for: give at least"):
+      run(None, SMALL, TOK, [], max_new_tokens=8)
+
+
 def test_search_warns_where_values_can_pass_the_checker_s_limit():
   """The in-search checker computes in int32 and counts values of rational.LIMIT or more as
   invalid: Game of 24 never reaches it (13**4 < 2**15), Countdown's larger numbers can."""

@@ -43,7 +43,7 @@ class Samples(NamedTuple):
 
 
 class Prefilled(NamedTuple):
-  cache: tuple  # per layer KVCache, [B, T, H, K]
+  cache: tuple  # per layer KVCache, [B, H, T, K]
   next_logits_BxV: jax.Array  # logits for the first new token
   value_logits_B: jax.Array  # PRM value logit of the whole prompt
   positions_B: jax.Array  # where the first new token goes (= prompt length)

@@ -342,8 +342,8 @@ def _append(prompt_BxT, prompt_lengths_B, generated_BxN, keep_B):
   return jnp.where(in_new_BxT, appended_BxT, jnp.where(offset_BxT < 0, prompt_BxT, 0))
 
 
-def _solution_rows(params, prompt_BxT, prompt_lengths_B, out: sampling.Samples, *,
-                   model: ModelConfig, newline_id: int, answer_id: int
+def _solution_rows(params, prompt_BxT, prompt_lengths_B, prompt_value_logits_B,
+                   out: sampling.Samples, *, model: ModelConfig, newline_id: int, answer_id: int
                    ) -> tuple[SearchOutput, jax.Array]:
   """Whole generations [B] as search outputs, and their final PRM values [B].
 
@@ -351,9 +351,10 @@ def _solution_rows(params, prompt_BxT, prompt_lengths_B, out: sampling.Samples, 
   line (so `results.summarize` checks the steps, as for step-level search);
   answered when such a line was generated and the row stopped. The score is the
   PRM value (learned) of the steps, read where the PRM is trained to read it: at the
-  end of the last step line; with a separate value network (`step_mdp.PolicyValue`)
-  by one more prefill of the prompt and steps, counted as a whole-sequence prefill.
-  A node is a generated line before the answer. There is no
+  end of the last step line, or of the prompt (`prompt_value_logits_B`, the policy's
+  prefill) when the answer comes first; with a separate value network
+  (`step_mdp.PolicyValue`) by one more prefill of the prompt and steps, counted as a
+  whole-sequence prefill. A node is a generated line before the answer. There is no
   search at the root: `root_weights` [B, 1] and `root_value` are zeros.
   """
   bsz, n = out.tokens_BxN.shape
@@ -368,9 +369,11 @@ def _solution_rows(params, prompt_BxT, prompt_lengths_B, out: sampling.Samples, 
   processed_B, calls_B = prompt_lengths_B + generated, 1 + generated
   _, value_params = step_mdp.split_params(params)
   # The PRM scores prefixes that end a step line (what it is trained on): here the
-  # last step line before the answer.
+  # last step line before the answer, or the prompt where there is none (as the
+  # value network's prefill below reads it; not the value after `Answer: `).
   if value_params is None:
-    value_B = jax.nn.sigmoid(out.values_BxN[jnp.arange(bsz), jnp.maximum(steps_end_B - 1, 0)])
+    at_end_B = out.values_BxN[jnp.arange(bsz), jnp.maximum(steps_end_B - 1, 0)]
+    value_B = jax.nn.sigmoid(jnp.where(steps_end_B > 0, at_end_B, prompt_value_logits_B))
   else:
     steps_BxT = _append(prompt_BxT, prompt_lengths_B, out.tokens_BxN, steps_end_B)
     value_B = jax.nn.sigmoid(sampling.prefill(value_params, model, steps_BxT,
@@ -409,8 +412,9 @@ def _greedy(params, roots: Node, *, model: ModelConfig, newline_id: int, eos_id:
   policy, _ = step_mdp.split_params(params)
   pre = sampling.prefill(policy, model, roots.tokens, roots.length)
   out = sampling.decode(policy, model, jax.random.PRNGKey(0), pre, cfg)
-  output, _ = _solution_rows(params, jnp.asarray(roots.tokens), jnp.asarray(roots.length), out,
-                             model=model, newline_id=newline_id, answer_id=answer_id)
+  output, _ = _solution_rows(params, jnp.asarray(roots.tokens), jnp.asarray(roots.length),
+                             pre.value_logits_B, out, model=model, newline_id=newline_id,
+                             answer_id=answer_id)
   return output
 
 
@@ -432,7 +436,17 @@ class SampleSet(NamedTuple):
   best_of_n: SearchOutput  # [B] the sample with the highest value, work summed over N
 
 
-_solution_rows_jit = jax.jit(_solution_rows, static_argnames=("model", "newline_id", "answer_id"))
+@functools.partial(jax.jit, static_argnames=("model", "cfg", "newline_id", "answer_id"))
+def _sample_rows(params, rng, prompts_BxW, full_BxT, lengths_B, *, model: ModelConfig,
+                 cfg: sampling.SamplingConfig, newline_id: int, answer_id: int):
+  """Samples (as `sampling.sample`) then `_solution_rows`, in one call: the prefill's prompt
+  values stay on device for answers with no step line. Returns (samples, rows, values)."""
+  policy, _ = step_mdp.split_params(params)
+  pre = sampling.prefill(policy, model, prompts_BxW, lengths_B)
+  out = sampling.decode(policy, model, rng, pre, cfg)
+  outputs, values = _solution_rows(params, full_BxT, lengths_B, pre.value_logits_B, out,
+                                   model=model, newline_id=newline_id, answer_id=answer_id)
+  return out, outputs, values
 
 
 @functools.partial(jax.jit, static_argnames=("n",))
@@ -460,6 +474,8 @@ def sample_n(params, rng, problems: Sequence[Countdown], tokenizer: Tokenizer, m
   """
   if n < 1:
     raise ValueError(f"n must be at least 1, got {n}")
+  if not problems:
+    raise ValueError("no problems to sample solutions for: give at least one")
   prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
   rows = [p for p in prompts for _ in range(n)]
   padded, real = scale.pad_rows(rows, mesh)
@@ -469,11 +485,9 @@ def sample_n(params, rng, problems: Sequence[Countdown], tokenizer: Tokenizer, m
   lengths = np.asarray([len(p) for p in padded], np.int32)
   prompts_BxW, full_BxT, lengths = scale.shard_batch(
       (pad_batch(padded, width), pad_batch(padded, model.max_len), lengths), mesh)
-  policy, _ = step_mdp.split_params(params)
-  out = sampling.sample(policy, rng, prompts_BxW, lengths, config=model, sampling=cfg)
-  outputs, values = _solution_rows_jit(params, full_BxT, lengths, out, model=model,
-                                       newline_id=tokenizer.newline_id,
-                                       answer_id=tokenizer.id_of("Answer: "))
+  out, outputs, values = _sample_rows(params, rng, prompts_BxW, full_BxT, lengths, model=model,
+                                      cfg=cfg, newline_id=tokenizer.newline_id,
+                                      answer_id=tokenizer.id_of("Answer: "))
   out, outputs, values = jax.tree.map(lambda x: x[:real], scale.to_host((out, outputs, values)))
   best = _best_of_rows(outputs, values, n=n)
   texts = [tokenizer.decode(row) for row in out.tokens_BxN]

@@ -25,6 +25,8 @@ def sample_prompts(params, config: ModelConfig, prompts: Sequence[Sequence[int]]
                    group_size: int = 1, mesh=None) -> sampling.Samples:
   """`group_size` samples of every prompt as host arrays (row i*G + g is sample g of prompt
   i), in fixed-size chunks of prompts (one compile), each split over `mesh` if given."""
+  if not prompts:
+    raise ValueError("no prompts to sample: give at least one")
   width = max(len(p) for p in prompts)
   sampling.check_fits(config, width, cfg)
   parts = []
@@ -50,6 +52,8 @@ def generations(params, config: ModelConfig, tokenizer: Tokenizer, problems: Seq
                 *, max_new_tokens: int, batch_size: int = 64, temperature: float = 0.0,
                 rng: jax.Array | None = None, mesh=None) -> Generations:
   """One generation per problem, until `<eos>` (greedy by default)."""
+  if not problems:
+    raise ValueError("no problems to generate solutions for: give at least one")
   prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
   cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
   rng = jax.random.PRNGKey(0) if rng is None else rng

@@ -123,6 +123,8 @@ class Node:
 def root_nodes(problems: Sequence[Countdown], tokenizer: Tokenizer, model: ModelConfig,
                cfg: SearchConfig) -> Node:
   """Unexpanded root nodes [B] for these problems (host-side, numpy)."""
+  if not problems:
+    raise ValueError("no problems to search: give at least one")
   prompts = [tokenizer.encode(p.prompt(), bos=True) for p in problems]
   cfg.validate(problems, model, max(len(p) for p in prompts))
   b, k, s, n = len(problems), cfg.num_candidates, cfg.max_step_tokens, cfg.max_numbers
