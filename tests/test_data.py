@@ -188,9 +188,19 @@ def test_countdown_deterministic(cd_data):
 
 
 def test_countdown_configs_do_not_collide(tmp_path):
-  small = loading.load_countdown("held_out_targets", tmp_path, seed=1, train_size=5,
-                                 test_size=3, held_out_size=4)
-  assert len(small) == 4
+  """Two settings in one data_dir: each reads its own data, the first still after the second."""
+  def load(**settings):
+    return {s: [(_numbers(ex), int(ex["target"]))
+                for ex in loading.load_countdown(s, tmp_path, **settings)] for s in CD_SPLITS}
+  first = dict(seed=1, train_size=5, test_size=3, held_out_size=4)
+  second = dict(seed=2, train_size=6, test_size=2, held_out_size=3)
+  a = load(**first)
+  b = load(**second)
+  assert [len(a[s]) for s in CD_SPLITS] == [5, 3, 4]
+  assert [len(b[s]) for s in CD_SPLITS] == [6, 2, 3]
+  expected = countdown_tfds.generate_problems(countdown_tfds.countdown_config(**first))
+  assert a == {s: [(p[0], p[1]) for p in expected[s]] for s in CD_SPLITS}
+  assert load(**first) == a
   assert countdown_tfds.countdown_config(1, 5, 3, 4).name == "seed1_5_3_4"
   with pytest.raises(ValueError, match="train_size"):
     countdown_tfds.countdown_config(train_size=-1)

@@ -10,10 +10,12 @@ import ast
 import re
 from fractions import Fraction
 
+import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from metacot_jax.metacot import trace
 from metacot_jax.tasks import base, countdown, expression, game24
 from metacot_jax.tasks.countdown import Countdown
 
@@ -361,6 +363,8 @@ def test_countdown_verify_answer(numbers, target, answer, ok, keyword):
     ("1 2 3", 6.0, "target must be an int"),
     ("1 2 3", True, "target must be an int"),
     ("1 2 3", None, "target must be an int"),
+    ("1 2 3", np.bool_(True), "target must be an int"),
+    ("1 2 3", np.float32(6), "target must be an int"),
     ("", 6, "empty"),
     ("1 2 x", 6, "whole numbers"),
     ("1 2 3 4 5 6 7 8 9", 6, "at most 8"),
@@ -373,6 +377,49 @@ def test_countdown_verify_answer(numbers, target, answer, ok, keyword):
 def test_countdown_make_rejects_malformed(puzzle, target, pattern):
   with pytest.raises(ValueError, match=pattern):
     Countdown.make(puzzle, target)
+
+
+def test_countdown_make_accepts_numpy_integer_targets():
+  """The TFDS Countdown splits give np.int32 numbers and targets; the task keeps ints."""
+  task = Countdown.make(np.array([10, 4, 6, 5], np.int32), np.int32(24))
+  assert task == Countdown((4, 5, 6, 10), 24)
+  assert type(task.target) is int and all(type(n) is int for n in task.numbers)
+  assert task.verify("Answer: 5 * (10 - 4) - 6 = 24").ok
+  assert Countdown.make("4 5 6 10", np.int64(-5)).target == -5
+
+
+def test_countdown_steps_write_values_longer_than_the_numbers():
+  """Values made from 12-digit numbers have more digits; the steps that write them
+  still check, and spell out the answer (as `trace.linearize` needs)."""
+  task = Countdown.make([999999999999, 2], 1999999999998)
+  solutions = task.solve()
+  assert [s.steps for s in solutions] == [("999999999999 * 2 = 1999999999998 "
+                                           "(left: 1999999999998)",)]
+  _check_solutions(task, solutions)
+  (step,), start = solutions[0].steps, task.initial_state()
+  assert countdown.answer_from_steps(task.numbers, task.target, [step]) == solutions[0].answer
+  lines = trace.linearize(task, [trace.Expansion(start, step, task.check_step(start, step).state)],
+                          [0])
+  assert [line.text for line in lines] == [step, solutions[0].answer]
+
+
+def test_steps_from_eight_largest_numbers_fit_the_limits():
+  """Combining eight 12-digit numbers, always by the longest step: every step checks."""
+  state = tuple(sorted(F(10**12 - k) for k in (1, 2, 3, 5, 7, 11, 13, 17)))
+  while len(state) > 1:
+    line, child = max(countdown.successors(state), key=lambda s: len(s[0]))
+    assert len(line) <= countdown.MAX_STEP_CHARS
+    check = countdown.check_step(state, line)
+    assert check.ok, (line, check.reason)
+    assert check.state == child
+    state = child
+  # the widest number a step can write, in every place, makes the longest step allowed
+  d = countdown.MAX_VALUE_DIGITS
+  w = f"-{'9' * d}/{'8' * d}"
+  line = f"{w} * {w} = {w} (left:{f' {w}' * (countdown.MAX_NUMBERS - 1)})"
+  assert len(line) == countdown.MAX_STEP_CHARS
+  big = countdown.parse_number(w)
+  assert countdown.check_step((big, big), line).kind == countdown.WRONG_RESULT
 
 
 def test_countdown_verify_never_raises_on_bad_answers():
@@ -571,7 +618,7 @@ def test_step_checker_allows_a_number_twice_only_when_it_is_there_twice():
     ((4, 5, 6, 10), "10 - 4 = ٦ (left: 5 6 ٦)", ["not a step"]),
     ((4, 5, 6, 10), "10 - 4 = 6 (left: 5 6 6)\n30 - 6 = 24 (left: 24)", ["not a step"]),
     ((4, 5, 6, 10), "1" * 10_000, ["limit"]),
-    ((4, 5, 6, 10), "1" * 13 + " - 4 = 6 (left: 5 6 6)", ["not a step"]),
+    ((4, 5, 6, 10), "1" * 100 + " - 4 = 6 (left: 5 6 6)", ["not a step"]),  # > 99 digits
 ])
 def test_step_checker_rejects_bad_steps(state, line, keywords):
   check = countdown.check_step(_state(*state), line)

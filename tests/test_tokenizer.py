@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from metacot_jax.data.tokenizer import Tokenizer, encode_sft_batch, pad_batch
+from metacot_jax.data.tokenizer import Tokenizer, encode_sft_batch, fixed_size_chunks, pad_batch
 from metacot_jax.tasks import game24
 
 TOK = Tokenizer()
@@ -111,6 +111,19 @@ def test_pad_batch_pads_right():
 def test_pad_batch_too_long_raises():
   with pytest.raises(ValueError, match="has 4 tokens but the length is 3"):
     pad_batch([[1, 2], [1, 2, 3, 4]], 3)
+
+
+def test_fixed_size_chunks_pad_the_last_chunk():
+  assert list(fixed_size_chunks("abcde", 2)) == [
+      (0, ["a", "b"], 2), (2, ["c", "d"], 2), (4, ["e", "e"], 1)]
+  assert list(fixed_size_chunks("abc", 2, 4)) == [(0, list("abbb"), 2), (2, list("cccc"), 1)]
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_fixed_size_chunks_rejects_a_size_below_1(size):
+  """A clear error up front, not range()'s from inside the generator (or no chunks)."""
+  with pytest.raises(ValueError, match=f"batch size must be >= 1, got {size}"):
+    next(fixed_size_chunks([1, 2, 3], size))
 
 
 def test_encode_sft_batch_mask():

@@ -117,6 +117,7 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Sequence[Segment]], length: 
   (`avoided_tokens`), each at the position it would take (the unlikelihood loss's targets).
   """
   rows, masks, positions, labels, avoids, dropped = [], [], [], [], [], 0
+  too_long = too_many_values = 0  # why examples were left out, for the error below
   for segments in examples:
     ids, mask, pos, lab, avo = [tokenizer.bos_id], [0.0], [], [], []
     for seg in segments:
@@ -130,13 +131,22 @@ def encode(tokenizer: Tokenizer, examples: Sequence[Sequence[Segment]], length: 
         lab.append(seg.value)
     ids.append(tokenizer.eos_id)
     mask.append(segments[-1].loss)
+    too_long += len(ids) > length
+    too_many_values += len(pos) > max_values
     if len(ids) > length or len(pos) > max_values:
       dropped += 1
       continue
     rows.append(ids), masks.append(mask), positions.append(pos), labels.append(lab)
     avoids.append(avo[:max_avoids])
   if not rows:
-    raise ValueError(f"every example is longer than {length} tokens; raise the model's max_len")
+    reasons = []
+    if too_long:
+      reasons.append(f"{too_long} are longer than {length} tokens; raise the model's max_len")
+    if too_many_values:
+      reasons.append(f"{too_many_values} have more than max_values={max_values} value labels; "
+                     "raise max_values")
+    raise ValueError(f"every example is left out: {' and '.join(reasons)}" if reasons
+                     else "there are no examples to encode")
   n = len(rows)
   out = {"tokens": np.zeros((n, length), np.int32), "loss_mask": np.zeros((n, length), np.float32),
          "value_positions": np.zeros((n, max_values), np.int32),

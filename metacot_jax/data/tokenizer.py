@@ -115,6 +115,8 @@ def fixed_size_chunks(items: Sequence, size: int, padded_size: int | None = None
   repeats of its final item to `padded_size` (default `size`; e.g. a multiple of the
   devices), so that a jitted call sees one shape (one compile); `real` items of each
   chunk are genuine."""
+  if size < 1:  # else range() fails with a message that names neither the size nor the batch
+    raise ValueError(f"batch size must be >= 1, got {size}")
   padded_size = padded_size or size
   if padded_size < size:
     raise ValueError(f"padded_size={padded_size} is smaller than the chunk size {size}")

@@ -27,15 +27,20 @@ from metacot_jax.tasks import expression
 from metacot_jax.tasks.base import StepCheck, Verdict
 
 OPS = ("+", "-", "*", "/")
-MAX_STEP_CHARS = 400
 MAX_NUMBERS = 8
+# A value made from at most MAX_NUMBERS numbers below 10**MAX_DIGITS has a numerator and a
+# denominator below 2**(MAX_NUMBERS - 1) * 10**(MAX_NUMBERS * MAX_DIGITS): this many digits.
+MAX_VALUE_DIGITS = len(str(2**(MAX_NUMBERS - 1) * 10**(MAX_NUMBERS * expression.MAX_DIGITS)))
+# the longest step: a, b, the result and MAX_NUMBERS - 1 numbers left, each `-num/den`,
+# plus ` op `, ` = `, ` (left:`, `)` and the spaces between the numbers left
+MAX_STEP_CHARS = (MAX_NUMBERS + 2) * (2 * MAX_VALUE_DIGITS + 2) + 14 + MAX_NUMBERS - 1
 # what a wrong step got wrong (`StepCheck.kind`), in the order they are checked
 MALFORMED, UNAVAILABLE = "malformed line", "number not available"
 DIVISION_BY_ZERO, WRONG_RESULT, WRONG_LEFT = "division by zero", "wrong result", "wrong numbers left"
 STEP_ERROR_KINDS = (MALFORMED, UNAVAILABLE, DIVISION_BY_ZERO, WRONG_RESULT, WRONG_LEFT)
 _INT = re.compile(r"-?[0-9]+")
 
-_NUM = r"-?[0-9]{1,12}(?:/[0-9]{1,12})?"
+_NUM = rf"-?[0-9]{{1,{MAX_VALUE_DIGITS}}}(?:/[0-9]{{1,{MAX_VALUE_DIGITS}}})?"
 _STEP = re.compile(
     rf"^({_NUM}) ([-+*/]) ({_NUM}) = ({_NUM}) \(left:((?: {_NUM})*)\)$")
 
@@ -107,7 +112,7 @@ def parse_numbers(puzzle: str | Sequence[int], *, what: str = "puzzle") -> tuple
     if not numbers or not all(isinstance(n, numbers_lib.Integral) and not isinstance(n, bool)
                               for n in numbers):
       raise ValueError(f"{what} {puzzle!r} must be a non-empty sequence of ints")
-    numbers = tuple(int(n) for n in numbers)  # numpy and JAX integers too
+    numbers = tuple(int(n) for n in numbers)  # numpy integers too; JAX arrays are not Integral
   if any(n <= 0 for n in numbers):
     raise ValueError(f"{what} {puzzle!r} has a number below 1; numbers must be positive")
   if len(numbers) > MAX_NUMBERS:
@@ -144,10 +149,10 @@ class Countdown:
   @classmethod
   def make(cls, puzzle: str | Sequence[int], target: int) -> "Countdown":
     """Validates the puzzle and target; raises ValueError with a clear message."""
-    if not isinstance(target, int) or isinstance(target, bool):
+    if not isinstance(target, numbers_lib.Integral) or isinstance(target, bool):
       raise ValueError(f"target must be an int, got {target!r}")
     numbers = parse_numbers(puzzle)
-    return cls(tuple(sorted(numbers)), target)
+    return cls(tuple(sorted(numbers)), int(target))  # numpy ints too (TFDS gives np.int32)
 
   def prompt(self) -> str:
     return f"Input: {' '.join(map(str, self.numbers))} -> {self.target}\n"
