@@ -289,6 +289,11 @@ def check(c: ml_collections.ConfigDict) -> None:
     except (ValueError, TypeError) as e:
       raise ValueError(f"--config.{field}: {e}") from None
 
+  # a folder named but without ToT's ranking would silently switch to the computed one
+  expect(not c.data.manual_dir or (Path(c.data.manual_dir) / "24.csv").is_file(),
+         "data.manual_dir", "holds no 24.csv: point it (or $METACOT_GAME24_DIR) at the folder "
+         "holding Tree of Thoughts' 24.csv, or give --config.data.manual_dir='' for the "
+         "computed ranking")
   whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
   positive = lambda field: expect(whole(_get(c, field)) and _get(c, field) >= 1, field,
                                   "must be a whole number >= 1")
@@ -312,9 +317,17 @@ def check(c: ml_collections.ConfigDict) -> None:
   valid("data.astar_fraction", lambda: round0.check_search_mix(0.0, c.data.astar_fraction))
   valid("data.astar_fraction", lambda: round0.check_search_mix(c.data.bfs_fraction,
                                                                c.data.astar_fraction))
+  # generations start after the prompt; the longest Game of 24 prompt, <bos> included
+  from metacot_jax.data.tokenizer import Tokenizer
+  prompt = len(Tokenizer().encode("Input: 13 13 13 13 -> 24\n", bos=True))
+  expect(whole(c.search.hard_puzzles) and c.search.hard_puzzles >= 0, "search.hard_puzzles",
+         "must be a whole number >= 0 (0 skips the hard split's searches)")
   # the PRM's Monte Carlo completions get eval.max_new_tokens - 30 tokens (room for the prefix)
   expect(whole(c.eval.max_new_tokens) and c.eval.max_new_tokens > 30, "eval.max_new_tokens",
          "must be above 30 (whole solutions; the PRM's completions get 30 fewer)")
+  expect(prompt + c.eval.max_new_tokens <= c.model.max_len, "eval.max_new_tokens",
+         f"the CoT model's samples must fit it: at most model.max_len={c.model.max_len} less "
+         f"the {prompt}-token prompt = {c.model.max_len - prompt}")
 
   phases = [("sft", "model"), ("metacot_sft", "metacot_model")]
   phases += [("star.sft", "metacot_model")] if c.star.rounds else []
@@ -335,6 +348,11 @@ def check(c: ml_collections.ConfigDict) -> None:
                                 max_step_tokens=c.search.max_step_tokens, max_depth=3,
                                 temperature=c.search.temperature, prior=c.search.prior)
   valid("search", search)
+  # three steps after the prompt, in the CoT model's searches and the Meta-STaR model's
+  max_len = min(c.model.max_len, c.metacot_model.max_len)
+  expect(prompt + 3 * c.search.max_step_tokens <= max_len, "search.max_step_tokens",
+         f"three steps after the {prompt}-token prompt must fit model.max_len and "
+         f"metacot_model.max_len (the smaller is {max_len}): at most {(max_len - prompt) // 3}")
   k = c.search.num_candidates
   for sims in c.search.simulations:
     valid("search.simulations", lambda: MCTSConfig(num_simulations=sims, policy=c.search.policy,
@@ -365,6 +383,10 @@ def check(c: ml_collections.ConfigDict) -> None:
                   "rl.checkpoint_every", "rl.eval_samples"):
       positive(field)
     r = c.rl
+    puzzles = min(r.train_puzzles, c.data.train_puzzles)
+    expect(r.problems_per_update <= puzzles, "rl.problems_per_update",
+           f"each update draws this many distinct puzzles, but RL has {puzzles} "
+           "(min of rl.train_puzzles and data.train_puzzles): lower it or give RL more puzzles")
     for gamma in r.gammas:
       valid("rl", lambda: RLConfig(gamma=gamma, length_unit=r.length_unit, beta=r.beta,
                                    group_size=r.group_size, estimator=r.estimator,
@@ -382,9 +404,6 @@ def check(c: ml_collections.ConfigDict) -> None:
              "right one found late (lower it, or raise the smallest gamma)")
     expect(len(set(map(float, r.gammas))) == len(r.gammas), "rl.gammas",
            "each gamma once (1 and 1.0 are the same run)")
-    # rollouts start after the prompt; the longest Game of 24 prompt, <bos> included
-    from metacot_jax.data.tokenizer import Tokenizer
-    prompt = len(Tokenizer().encode("Input: 13 13 13 13 -> 24\n", bos=True))
     room = c.metacot_model.max_len - prompt
     expect(whole(r.max_new_tokens) and 1 <= r.max_new_tokens <= room, "rl.max_new_tokens",
            f"rollouts must fit the model: 1 to metacot_model.max_len={c.metacot_model.max_len} "

@@ -14,7 +14,7 @@ beside the anchors of Tree of Thoughts, TS-LLM and Stream of Search.
 
 Every batch is split over all devices (a `data` mesh; params replicated), on one
 host or, launched once per host with `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`
-and `JAX_PROCESS_ID` set (or on a TPU pod / under SLURM), on several.
+and `JAX_PROCESS_ID` set (or on a TPU pod / in an `srun` step of several tasks), on several.
 """
 
 from __future__ import annotations
@@ -301,31 +301,38 @@ def check_models_unchanged(run: RunDir, cot: ModelConfig, metacot: ModelConfig, 
     checkpoints = run.checkpoints(path.name)
     saved = checkpoints.restore_config()
     checkpoints.close()
-    if saved is None or flag in wanted:
+    if saved is None:
+      continue
+    if "data" not in wanted and run_tokenizer(ConfigDict(saved)).vocab != tokenizer.vocab:
+      lists_tried = saved.get("data", {}).get("back_lists_tried", False)  # the vocabulary
+      wanted["data"] = [f"--config.data.back_lists_tried={lists_tried}"]
+    if flag in wanted:
       continue
     then = model_config(tokenizer, ConfigDict(with_legacy_model_defaults(saved)[flag]), flag)
     changes = _param_changes(then, now)
     if changes:
       wanted[flag] = [f"--config.{flag}.{change}" for change in changes]
   if wanted:
-    raise app.UsageError(
-        f"{run.path} holds checkpoints of other models; resume with "
-        f"{' '.join(f for flag in ('model', 'metacot_model') for f in wanted.get(flag, []))}, "
-        "or use a new --workdir")
+    fields = [f for flag in ("model", "metacot_model", "data") for f in wanted.get(flag, [])]
+    raise app.UsageError(f"{run.path} holds checkpoints of other models; resume with "
+                         f"{' '.join(fields)}, or use a new --workdir")
 
 
 def check_batches_divide(cfg, devices: int):
   """Training batches split evenly over the devices, and each micro-batch too (evaluation
   batches are padded): fails before any work with the fields to change."""
-  phases = {"sft": cfg.sft, "metacot_sft": cfg.metacot_sft, "star.sft": cfg.star.sft}
-  if cfg.star.alphazero.steps:
-    phases["star.alphazero"] = cfg.star.alphazero
+  phases = {"sft": cfg.sft, "metacot_sft": cfg.metacot_sft}  # only the phases that run
+  if cfg.star.rounds:
+    phases["star.sft"] = cfg.star.sft
+    if cfg.star.alphazero.steps:
+      phases["star.alphazero"] = cfg.star.alphazero
   # (flag, value, the multiple it must be): rows split over devices, then into micro-batches
   fields = [(f"{k}.batch_size", c.batch_size, devices * c.micro_batches)
             for k, c in phases.items()]
-  rows = devices * cfg.rl.micro_batches  # the rollouts: problems_per_update x group_size rows
-  fields.append(("rl.problems_per_update", cfg.rl.problems_per_update,
-                 math.lcm(devices, rows // math.gcd(rows, cfg.rl.group_size))))
+  if cfg.rl.gammas:
+    rows = devices * cfg.rl.micro_batches  # the rollouts: problems_per_update x group_size
+    fields.append(("rl.problems_per_update", cfg.rl.problems_per_update,
+                   math.lcm(devices, rows // math.gcd(rows, cfg.rl.group_size))))
   bad = [(flag, value, unit) for flag, value, unit in fields if value % unit]
   if bad:
     raise app.UsageError(

@@ -212,11 +212,16 @@ def main(argv=None):
       done = json.loads(status_path.read_text()) if status_path.exists() else {}
       if done.get("status") == "done":
         statuses[name] = done
-        # trials recorded before a field was saved do not have it: not a difference
-        other = {k: done[k] for k, v in ran_with.items() if k in done and done[k] != v}
+        # trials recorded before a field was saved do not have it: not a difference. A folder
+        # names a field by its last part: `sft.steps` and `metacot_sft.steps` share one.
+        ran = {**ran_with, "grid": overrides}
+        other = {k: done[k if k != "grid" else "overrides"] for k, v in ran.items()
+                 if done.get(k if k != "grid" else "overrides", v) != v}
         if other:
+          shown = lambda v: " ".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else v
           print(f"[skip] {name}: done, with other " + ", ".join(
-              f"--{k} ({v})" for k, v in other.items()) + f"; delete {trial_dir} to run it again")
+              f"--{k} ({shown(v)})" for k, v in other.items())
+              + f"; delete {trial_dir} to run it again")
         else:
           print(f"[skip] {name}: done")
         continue

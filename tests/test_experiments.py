@@ -84,7 +84,10 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
     ("data.astar_fraction", -0.1, "data.astar_fraction: the shares of BFS and A* traces"),
     ("data.astar_fraction", 1.5, "data.astar_fraction: the shares of BFS and A* traces"),
     ("eval.max_new_tokens", 30, "eval.max_new_tokens=30: must be above 30"),
+    ("eval.max_new_tokens", 181, "eval.max_new_tokens=181: the CoT model's samples must fit "
+     "it: at most model.max_len=192 less the 12-token prompt = 180"),
     ("eval.batch_size", 0, "eval.batch_size=0: must be a whole number >= 1"),
+    ("data.manual_dir", "/nowhere/game24", "data.manual_dir='/nowhere/game24': holds no 24.csv"),
     ("sft.steps", 0, "sft.steps=0: must be a whole number >= 1"),
     ("sft.batch_size", 0, "sft.batch_size=0"),
     ("metacot_sft.checkpoint_every", 0, "metacot_sft.checkpoint_every=0"),
@@ -94,6 +97,9 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
     ("search.policy", "muzero", "--config.search.simulations: policy must be 'gumbel' or"),
     ("search.simulations", (8, 0), "--config.search.simulations: num_simulations must be at"),
     ("search.prior", "max", "--config.search: prior must be 'mean' or 'sum'"),
+    ("search.max_step_tokens", 61, "search.max_step_tokens=61: three steps after the 12-token "
+     "prompt must fit model.max_len and metacot_model.max_len (the smaller is 192): at most 60"),
+    ("search.hard_puzzles", -1, "search.hard_puzzles=-1: must be a whole number >= 0"),
     ("baselines.beam_widths", (1, 0), "baselines.beam_widths=(1, 0): each must be"),
     ("star.value_target", "x", "star.value_target='x': choose one of ('outcome', 'q')"),
     ("star.trace_order", "bfs", "star.trace_order='bfs': choose one of ('simulation', "
@@ -107,6 +113,8 @@ def test_bad_config_fails_before_work_with_the_flag_named(tmp_path, override, me
     ("rl.gammas", (1, 1.0), "rl.gammas=(1, 1.0): each gamma once"),
     ("rl.micro_batches", 0, "--config.rl: micro_batches must be >= 1"),
     ("rl.updates", 0, "rl.updates=0: must be a whole number >= 1"),
+    ("rl.train_puzzles", 7, "rl.problems_per_update=8: each update draws this many distinct "
+     "puzzles, but RL has 7"),
     ("rl.wrong_answer_reward", 1.0, "rl.wrong_answer_reward=1.0: must be in [0, 1), below a "
      "right answer's reward of 1"),
     ("rl.wrong_answer_reward", 0.05, "rl.wrong_answer_reward=0.05: must be below min(rl.gammas)"
@@ -267,6 +275,17 @@ def test_a_run_resumes_only_with_the_models_of_its_checkpoints(tmp_path):
   cfg.model.d_ff *= 2
   with pytest.raises(app.UsageError, match=r"resume with --config.model.d_ff=256, or"):
     check()
+  cfg.model.d_ff //= 2  # back lines that list the steps tried: 3 more tokens, other embeddings
+  shutil.rmtree(run.path / "checkpoints" / "star_cot_1")
+  listed = configs.get_config("quick").to_dict()
+  listed["data"]["back_lists_tried"] = True
+  save("star_cot_2", listed)
+  with pytest.raises(app.UsageError,
+                     match=r"resume with --config.data.back_lists_tried=True, or use a new"):
+    check()
+  cfg.data.back_lists_tried = True
+  tok = game24_mcts.run_tokenizer(cfg)
+  check()
 
 
 def test_resumed_runs_from_before_a_model_field_compare_as_they_were():
@@ -283,6 +302,17 @@ def test_every_preset_passes_the_checks_made_before_work(preset):
   game24_mcts.check_batches_divide(cfg, 1)
   cot, metacot = game24_mcts.model_configs(cfg, Tokenizer())
   assert cot.dtype == metacot.dtype == ("bfloat16" if preset == "full" else "float32")
+
+
+def test_batches_must_divide_only_in_the_phases_that_run():
+  cfg = configs.get_config("default")
+  game24_mcts.check_batches_divide(cfg, 2)
+  cfg.rl.micro_batches = cfg.star.sft.micro_batches = 3
+  with pytest.raises(app.UsageError, match=r"star.sft.batch_size=\d+ is not a multiple of 6, "
+                     r"rl.problems_per_update=8 is not a multiple of 6"):
+    game24_mcts.check_batches_divide(cfg, 2)
+  cfg.rl.gammas, cfg.star.rounds = (), 0  # no RL, no Meta-STaR rounds: nothing to divide
+  game24_mcts.check_batches_divide(cfg, 2)
 
 
 def test_long_preset_is_the_default_trained_longer_on_more_traces():
@@ -431,6 +461,17 @@ def test_report_is_written_again_for_a_run_stopped_part_way(tmp_path, tiny_resul
   (tmp_path / "results.json").write_text(json.dumps({"config": tiny_results["config"]}))
   with pytest.raises(SystemExit, match="has no data yet: the run stopped before it loaded"):
     report.main(["--workdir", str(tmp_path)])
+
+
+def test_rl_target_allows_one_puzzle_in_a_hundred_whatever_the_rounding():
+  def rows(base, other):  # 100 test puzzles, gamma 0.98 30% shorter
+    return {"rl/1.0": {"accuracy": base / 100, "mean_tokens": 100.0},
+            "rl/0.98": {"accuracy": other / 100, "mean_tokens": 70.0}}
+  for base in range(1, 101):  # 0.07 - 0.01 < 0.06 in floating point: once "not met"
+    assert report.rl_target(rows(base, base - 1))[2] == "met by gamma=0.98", base
+    assert report.rl_target(rows(base, base - 2))[2] == "not met", base
+  slower = rows(50, 50) | {"rl/0.98": {"accuracy": 0.5, "mean_tokens": 71.0}}
+  assert report.rl_target(slower)[2] == "not met"  # 29% shorter
 
 
 def test_report_lists_first_errors_most_frequent_first():
@@ -718,6 +759,10 @@ def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
   with pytest.raises(SystemExit):
     _sweep(args + ["--preset", "defualt"])
   assert "invalid choice: 'defualt'" in capsys.readouterr().err
+  # a folder names a field by its last part: another field of that name is not this trial
+  assert _sweep(["--workdir", tmp_path, "--grid", "other.acc=0.25", "--grid", "fail=0"]) == 0
+  assert ("[skip] acc=0.25_fail=0: done, with other --grid (acc=0.25 fail=0); "
+          "delete") in capsys.readouterr().out
 
 
 def test_sweep_summarises_each_config_over_its_seeds(tmp_path):
