@@ -270,6 +270,7 @@ def check(c: ml_collections.ConfigDict) -> None:
   """Rejects, before any work, every value a later phase would fail on (some only hours in):
   a `ValueError` naming the `--config.` field to change."""
   # imported here: the presets above stay readable without the library
+  from metacot_jax.data import loading
   from metacot_jax.metacot import round0, trace
   from metacot_jax.metacot.from_search import TRACE_ORDERS
   from metacot_jax.search.mcts import MCTSConfig
@@ -290,7 +291,7 @@ def check(c: ml_collections.ConfigDict) -> None:
       raise ValueError(f"--config.{field}: {e}") from None
 
   # a folder named but without ToT's ranking would silently switch to the computed one
-  expect(not c.data.manual_dir or (Path(c.data.manual_dir) / "24.csv").is_file(),
+  expect(not c.data.manual_dir or loading.game24_ranking(c.data.manual_dir) == "tot",
          "data.manual_dir", "holds no 24.csv: point it (or $METACOT_GAME24_DIR) at the folder "
          "holding Tree of Thoughts' 24.csv, or give --config.data.manual_dir='' for the "
          "computed ranking")

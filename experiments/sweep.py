@@ -213,10 +213,12 @@ def main(argv=None):
       if done.get("status") == "done":
         statuses[name] = done
         # trials recorded before a field was saved do not have it: not a difference. A folder
-        # names a field by its last part: `sft.steps` and `metacot_sft.steps` share one.
-        ran = {**ran_with, "grid": overrides}
-        other = {k: done[k if k != "grid" else "overrides"] for k, v in ran.items()
-                 if done.get(k if k != "grid" else "overrides", v) != v}
+        # names a field by its last part (`sft.steps` and `metacot_sft.steps` share one) and
+        # drops the spaces of its values.
+        spaceless = lambda o: {k: "".join(v.split()) for k, v in o.items()}
+        other = {k: done[k] for k, v in ran_with.items() if k in done and done[k] != v}
+        if spaceless(done.get("overrides", overrides)) != spaceless(overrides):
+          other["grid"] = done["overrides"]
         if other:
           shown = lambda v: " ".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else v
           print(f"[skip] {name}: done, with other " + ", ".join(

@@ -763,6 +763,8 @@ def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
   assert _sweep(["--workdir", tmp_path, "--grid", "other.acc=0.25", "--grid", "fail=0"]) == 0
   assert ("[skip] acc=0.25_fail=0: done, with other --grid (acc=0.25 fail=0); "
           "delete") in capsys.readouterr().out
+  assert _sweep(["--workdir", tmp_path, "--grid", "acc= 0.25", "--grid", "fail=0"]) == 0
+  assert "[skip] acc=0.25_fail=0: done\n" in capsys.readouterr().out  # the same values
 
 
 def test_sweep_summarises_each_config_over_its_seeds(tmp_path):

@@ -431,7 +431,7 @@ class SampleSet(NamedTuple):
   texts: list[list[str]]  # generations, up to `<eos>`
   answers: list[list[str]]  # their last `Answer:` line ('' when none or cut off)
   correct: np.ndarray  # [B, N] bool: the answer verifies
-  values: np.ndarray  # [B, N] PRM value of the steps (at the end of the last step line)
+  values: np.ndarray  # [B, N] PRM value at the end of the last step line (of the prompt if none)
   compute: dict  # field -> [B, N] int work of each sample (COMPUTE_FIELDS)
   best_of_n: SearchOutput  # [B] the sample with the highest value, work summed over N
 
