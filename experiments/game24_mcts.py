@@ -1,13 +1,13 @@
 """The main job: Game of 24 from data to trained policies, searched and compared.
 
-    python -m experiments.game24_mcts --workdir runs/default [--preset quick|default|full] \
+    python -m experiments.game24_mcts --workdir runs/default [--preset quick|default|long|full] \
         [--config.search.num_candidates=8 ...]
 
-Pipeline: TFDS data -> CoT SFT of the policy-value LM (policy on solutions, PRM on
-solver-labelled walks) -> Meta-CoT SFT on symbolic search traces -> greedy
-in-context evaluation of both -> MCTS over a grid of budgets on the test split ->
-baselines -> Meta-STaR rounds (and as many STaR rounds for the CoT baseline) -> RL with a
-discount gamma per run.
+Pipeline (the numbered phases of `main`, as README.md lists them): TFDS data -> CoT SFT
+of the policy-value LM (policy on solutions, PRM on solver-labelled walks) -> Meta-CoT
+SFT on symbolic search traces -> greedy in-context evaluation of both -> MCTS over a
+grid of budgets on the test split, and the baselines -> PRM calibration -> Meta-STaR
+rounds (and as many STaR rounds for the CoT baseline) -> RL with a discount gamma per run.
 Every phase stores its result in `results.json` and training phases checkpoint
 with orbax: the same command resumes a killed run. `report.md` sets the figures
 beside the anchors of Tree of Thoughts, TS-LLM and Stream of Search.
@@ -387,6 +387,7 @@ def main(argv):
   run.save("devices", {"count": jax.device_count(), "processes": jax.process_count(),
                        "kind": jax.devices()[0].device_kind})
 
+  # 1. Data: the Game of 24 splits (TFDS).
   problems, amt, ranking = load_problems(cfg, run)
   train_p, test_p, hard_p = problems["train"], problems["test"], problems["hard"]
   run.save("data", {"ranking": ranking, **{s: len(p) for s, p in problems.items()}})
@@ -394,7 +395,7 @@ def main(argv):
   print(f"data: {len(train_p)} train / {len(test_p)} test / {len(hard_p)} hard puzzles "
         f"(ranking: {ranking})")
 
-  # 1. CoT SFT: policy on clean solutions, PRM on solver-labelled walks (one trunk).
+  # 2. CoT SFT: policy on clean solutions, PRM on solver-labelled walks (one trunk).
   walks = walk_data(cfg, train_p)
 
   def training_rows(exs, length: int, key: str, max_avoids: int = 0, **stats):
@@ -415,7 +416,7 @@ def main(argv):
                   lambda: cot_data(cfg.sft.length, "cot_data"), mesh)
   run.save("models", {"cot_params": count_params(cot_state.params)})
 
-  # 2. Meta-CoT SFT on symbolic search traces (and the same walks), from the CoT model's
+  # 3. Meta-CoT SFT on symbolic search traces (and the same walks), from the CoT model's
   # weights when the shapes agree (it can already compute) or from scratch.
 
   def metacot_data(traces, key):
@@ -437,7 +438,7 @@ def main(argv):
                       lambda: metacot_data(symbolic(), "metacot_data"), mesh, init_params=init)
   run.save("models", {**run.results["models"],
                       "metacot_params": count_params(metacot_state.params)})
-  # 2b. The CoT-only baseline gets the Meta-CoT model's budget: metacot_sft's steps, batches
+  # 3b. The CoT-only baseline gets the Meta-CoT model's budget: metacot_sft's steps, batches
   # and schedule on CoT data, from the same CoT weights. It is the CoT model from here on.
   matched = cfg.metacot_sft.init_from_cot and cfg.metacot_sft.matched_cot
   if matched:
@@ -449,7 +450,7 @@ def main(argv):
                       "metacot_steps": (cfg.sft.steps * cfg.metacot_sft.init_from_cot
                                         + cfg.metacot_sft.steps)})
 
-  # 3. One greedy generation each, no outside search or verifier; then given steps, to
+  # 4. One greedy generation each, no outside search or verifier; then given steps, to
   # tell wrong arithmetic from wrong choices, and traced steps, to tell steps after a backtrack.
   for name, state, model in (("cot", cot_state, cot_model),
                              ("metacot", metacot_state, metacot_model)):
@@ -482,7 +483,7 @@ def main(argv):
   run.save("metacot_length_vs_amt", {"spearman": metacot_eval.rank_correlation(
       amt["hard"][:len(hard["tokens"])], hard["tokens"])})
 
-  # 4. Search with the CoT policy as prior and its PRM as value: MCTS over budgets, then
+  # 5. Search with the CoT policy as prior and its PRM as value: MCTS over budgets, then
   # the baselines on the same LM, interface and accounting; on the test split, and on the
   # first `search.hard_puzzles` of the hard split (keys prefixed `hard/`).
   splits = [("", test_p)] + ([("hard/", hard_p[:cfg.search.hard_puzzles])]
@@ -490,7 +491,7 @@ def main(argv):
   for prefix, ps in splits:
     evaluate_search(cfg, run, prefix, ps, cot_state.params, cot_model, tokenizer, mesh)
 
-  # 5. The PRM: calibration against outcome labels (solver) and Monte Carlo labels (LM).
+  # 6. The PRM: calibration against outcome labels (solver) and Monte Carlo labels (LM).
   def prm_eval():
     rng = np.random.default_rng(cfg.seed)
     prefixes, outcome, _ = value_labels.random_prefixes(test_p, (1, 2), rng)
