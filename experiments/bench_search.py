@@ -1,10 +1,10 @@
 """Batched mctx MCTS against the same MCTS run node by node in Python.
 
-Both searches use the same model, K candidates per expansion, simulations, seeds
-and PUCT rule (mctx.muzero_policy: c1=1.25, c2=19652, Q min-max normalised by
-parent and siblings, terminal discount 0, no root noise). The batched search is
-`mcts.run` in tree mode: one jitted program, every simulation expands all B
-problems with one LM call. The sequential search is how TS-LLM and ToT run:
+Both searches use the same model, K candidates per expansion, simulations, seed
+argument (not the same random draws) and PUCT rule (mctx.muzero_policy: c1=1.25,
+c2=19652, Q min-max normalised by parent and siblings, terminal discount 0, no root
+noise). The batched search is `mcts.run` in tree mode: one jitted program, every
+simulation expands all B problems with one LM call. The sequential search is how TS-LLM and ToT run:
 Python selects a leaf of one problem's tree, then one jitted call (batch 1) of
 `step_mdp.child` + `step_mdp.expand` generates its K candidates, and so on,
 problem by problem. Like mctx, it expands exactly one node per simulation (a

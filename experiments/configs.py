@@ -241,7 +241,8 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
     c.star.source, c.star.train_puzzles, c.star.keep_round0 = "generations", 900, False
   elif preset == "full":
     c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 32, 16, 32
-    # bfloat16 compute: 1.8x the float32 train step on an H100 (experiments/bench_accelerator.sh)
+    # bfloat16 compute: 1.8x the float32 train step's tokens/s on an H100 (908k against 504k,
+    # bench_train_step's two runs in experiments/bench_accelerator.sh; README, Performance)
     c.model = _model(512, 512, 8, 8, 2048, "bfloat16")
     c.metacot_model = _model(512, 512, 8, 8, 2048, "bfloat16")
     c.star.train_puzzles = 900

@@ -46,6 +46,10 @@ def _search_rows(results: dict, split: str = ""):
   return sorted(rows, key=lambda x: (x[0], x[1]))
 
 
+def _tokens(x) -> str:
+  return "-" if x is None else f"{x:.0f}"
+
+
 def fmt(x, pct=False):
   """A figure for the report and the job's printed lines: '-' where it was not measured."""
   return "-" if x is None else (f"{x:.1%}" if pct else f"{x:.1f}")
@@ -53,34 +57,13 @@ def fmt(x, pct=False):
 
 def targets(r: dict) -> list[tuple[str, str, str]]:
   """(target, measured, verdict) for each of the mission's targets this run measures."""
-  rows = _search_rows(r)
   out = []
-  verifier = [m for label, _, m in rows if label == "mcts/verifier/tree" and m["nodes"] <= 30]
-  best = max(verifier, key=lambda m: m["accuracy"], default=None)
-  out.append(("MCTS with the verifier: >= 99% at <= 30 nodes per puzzle (test)",
-              f"{fmt(best and best['accuracy'], True)} at {fmt(best and best['nodes'])} nodes",
-              "met" if best and best["accuracy"] >= 0.99 else "not met"))
-  learned = [m for label, _, m in rows if label.startswith("mcts/learned")]
-  best = max(learned, key=lambda m: m["accuracy"], default=None)
-  out.append(("MCTS without the verifier (learned value, one answer): >= 95%",
-              fmt(best and best["accuracy"], True),
-              "met" if best and best["accuracy"] >= 0.95 else "not met"))
-  curves = r.get("sampling", {}).get("best_of_k")
-  if curves:
-    target_acc, nodes, tokens = curves["accuracy"][-1], curves["nodes"][-1], curves[
-        "tokens_generated"][-1]
-    mcts = [m for label, _, m in rows if label == "mcts/verifier/tree"
-            and m["accuracy"] >= target_acc]
-    cheapest = min(mcts, key=lambda m: m["nodes"], default=None)
-    if cheapest and target_acc > 0:
-      ratio_n = nodes / max(cheapest["nodes"], 1e-9)
-      ratio_t = tokens / max(cheapest["tokens_generated"], 1e-9)
-      out.append((f"MCTS reaches best-of-{curves['k'][-1]} ({target_acc:.1%}) with >= 4x fewer "
-                  "nodes and tokens", f"{ratio_n:.1f}x nodes, {ratio_t:.1f}x tokens",
-                  "met" if min(ratio_n, ratio_t) >= 4 else "not met"))
-    else:
-      out.append(("MCTS reaches best-of-N with >= 4x fewer nodes and tokens",
-                  f"best-of-N {target_acc:.1%}; no MCTS budget reached it", "not met"))
+  mcts = [(label, m) for label, _, m in _search_rows(r) if label.startswith("mcts/")]
+  if mcts:
+    out += _mcts_targets(mcts, r.get("sampling", {}).get("best_of_k"))
+  else:  # no budget in search.simulations, or the run stopped before the search
+    why = "not measured (no MCTS ran: search.simulations is empty, or the run stopped before)"
+    out += [(name, "not run", why) for name in MCTS_TARGETS]
   cot, meta = r.get("greedy/cot/test"), r.get("greedy/metacot/test")
   if cot and meta:
     out.append(_metacot_vs_cot("Meta-CoT greedy >= 90% and >= 25 points above CoT (test)",
@@ -111,6 +94,42 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
                 "met" if rho > bar else "not met"))
   out.append(rl_target(r))
   return out
+
+
+MCTS_TARGETS = ("MCTS with the verifier: >= 99% at <= 30 nodes per puzzle (test)",
+                "MCTS without the verifier (learned value, one answer): >= 95%",
+                "MCTS reaches best-of-N with >= 4x fewer nodes and tokens")
+
+
+def _mcts_targets(mcts: list[tuple[str, dict]], curves: dict | None) -> list[tuple[str, str, str]]:
+  """The MCTS targets' rows from (label, result) of every MCTS budget run, and sample-N's
+  best-of-k curve (None when not run)."""
+  verifier = [m for label, m in mcts if label == "mcts/verifier/tree" and m["nodes"] <= 30]
+  best = max(verifier, key=lambda m: m["accuracy"], default=None)
+  out = [(MCTS_TARGETS[0],
+          f"{fmt(best and best['accuracy'], True)} at {fmt(best and best['nodes'])} nodes",
+          "met" if best and best["accuracy"] >= 0.99 else "not met")]
+  best = max((m for label, m in mcts if label.startswith("mcts/learned")),
+             key=lambda m: m["accuracy"], default=None)
+  out.append((MCTS_TARGETS[1], fmt(best and best["accuracy"], True),
+              "met" if best and best["accuracy"] >= 0.95 else "not met"))
+  if not curves:
+    return out
+  target_acc, nodes, tokens = (curves["accuracy"][-1], curves["nodes"][-1],
+                               curves["tokens_generated"][-1])
+  if target_acc == 0:
+    return out + [(MCTS_TARGETS[2], "best-of-N 0.0%: nothing to reach", "not measured")]
+  reached = [m for label, m in mcts
+             if label == "mcts/verifier/tree" and m["accuracy"] >= target_acc]
+  cheapest = min(reached, key=lambda m: m["nodes"], default=None)
+  if cheapest is None:
+    return out + [(MCTS_TARGETS[2], f"best-of-N {target_acc:.1%}; no MCTS budget reached it",
+                   "not met")]
+  ratio_n = nodes / max(cheapest["nodes"], 1e-9)
+  ratio_t = tokens / max(cheapest["tokens_generated"], 1e-9)
+  return out + [(f"MCTS reaches best-of-{curves['k'][-1]} ({target_acc:.1%}) with >= 4x fewer "
+                 "nodes and tokens", f"{ratio_n:.1f}x nodes, {ratio_t:.1f}x tokens",
+                 "met" if min(ratio_n, ratio_t) >= 4 else "not met")]
 
 
 def _metacot_vs_cot(name: str, meta: dict, cot: dict) -> tuple[str, str, str]:
@@ -247,14 +266,15 @@ def _budgets(models: dict) -> str:
 
 def write(run: RunDir):
   r = run.results
-  models = r.get("models", {})
+  models = r.get("models", {})  # saved after each model's SFT: '-' before
+  params = lambda key: f"{models[key]:,}" if key in models else "-"
   dev = r.get("devices", {"count": 1, "processes": 1, "kind": "?"})
   lines = ["# Game of 24 run report", "",
            f"Preset `{r['config']['preset']}`; puzzles ranked by `{r['data']['ranking']}` "
            f"(`tot` = Tree of Thoughts' 24.csv); test = ranks 901-1000 ({r['data']['test']} "
            f"used), hard = ranks 1001-1362 ({r['data']['hard']} used). Models: CoT "
-           f"{models.get('cot_params', 0):,} parameters, Meta-CoT "
-           f"{models.get('metacot_params', 0):,}{_budgets(models)}. Batches split over "
+           f"{params('cot_params')} parameters, Meta-CoT "
+           f"{params('metacot_params')}{_budgets(models)}. Batches split over "
            f"{dev['count']} {dev['kind']} device(s) in {dev['processes']} process(es).", ""]
   if r.get("config_changes"):
     lines += ["Resumed with a changed config; phases finished before the change used the old "
@@ -376,8 +396,10 @@ def write(run: RunDir):
       hard = r.get(f"star/{i}/hard", {}).get("accuracy")
       lines.append(f"| {i} | {s['greedy_test']:.1%} | {gap} | {fmt(hard, True)} | {hard_gap} | "
                    f"{s['train_solved_by_search']} | {s['newly_solved']} | "
-                   f"{d.get('traces', '-')} | {d.get('mean_trace_tokens', 0):.0f} |")
+                   f"{d.get('traces', '-')} | "
+                   f"{_tokens(d.get('mean_trace_tokens'))} |")
     lines += _cot_rounds_table(r, rounds)
+  if any(k.startswith("star/pairs/") for k in r):  # also with no rounds: the SFT model's own
     n = len(rounds) + 1
     lines += ["", f"MCTS accuracy on the first {r['config']['star'].get('pairs_puzzles', 100)} "
               "test puzzles with policy_i (rows) and value_j (columns), as TS-LLM's "

@@ -456,11 +456,42 @@ def test_report_is_written_again_for_a_run_stopped_part_way(tmp_path, tiny_resul
   assert f"| metacot | test | {acc:.1%}" in text
   assert "| RL with gamma < 1 shortens traces >= 30% at no loss of accuracy (test, greedy) | " \
          "not run |" in text
+  for target in report.MCTS_TARGETS:  # no MCTS ran: nothing is "not met"
+    assert f"| {target} | not run | not measured (no MCTS ran" in text
+  # stopped before either model was trained: no parameter counts yet
+  (tmp_path / "results.json").write_text(json.dumps(
+      {k: tiny_results[k] for k in ("config", "data", "devices")}))
+  assert report.main(["--workdir", str(tmp_path)]) == 0
+  assert "Models: CoT - parameters, Meta-CoT -" in (tmp_path / "report.md").read_text()
+  # no Meta-STaR rounds: the SFT model's own MCTS (policy 0, value 0) is still shown
+  no_rounds = {k: v for k, v in tiny_results.items()
+               if not k.startswith("star") or k == "star/pairs/0/0"}
+  (tmp_path / "results.json").write_text(json.dumps(no_rounds))
+  assert report.main(["--workdir", str(tmp_path)]) == 0
+  text = (tmp_path / "report.md").read_text()
+  assert "## Meta-STaR rounds" not in text
+  assert f"| 0 | {tiny_results['star/pairs/0/0']:.1%} |" in text
   with pytest.raises(SystemExit, match="no results.json there"):
     report.main(["--workdir", str(tmp_path / "elsewhere")])
   (tmp_path / "results.json").write_text(json.dumps({"config": tiny_results["config"]}))
   with pytest.raises(SystemExit, match="has no data yet: the run stopped before it loaded"):
     report.main(["--workdir", str(tmp_path)])
+
+
+def test_mcts_targets_say_what_was_measured():
+  tree = lambda acc, nodes: {"accuracy": acc, "nodes": nodes, "tokens_generated": 10 * nodes}
+  mcts = [("mcts/verifier/tree", tree(0.6, 12)), ("mcts/learned/tree", tree(0.4, 12))]
+  curve = lambda acc: {"k": [1, 16], "accuracy": [0.1, acc], "nodes": [3, 48],
+                       "tokens_generated": [30, 960]}
+  rows = report._mcts_targets(mcts, curve(0.5))
+  assert rows[0][1:] == ("60.0% at 12.0 nodes", "not met") and rows[1][1:] == ("40.0%", "not met")
+  assert rows[2] == ("MCTS reaches best-of-16 (50.0%) with >= 4x fewer nodes and tokens",
+                     "4.0x nodes, 8.0x tokens", "met")
+  assert report._mcts_targets(mcts, curve(0.7))[2][1:] == (
+      "best-of-N 70.0%; no MCTS budget reached it", "not met")
+  assert report._mcts_targets(mcts, curve(0.0))[2][1:] == (
+      "best-of-N 0.0%: nothing to reach", "not measured")
+  assert len(report._mcts_targets(mcts, None)) == 2  # no sample-N: no comparison row
 
 
 def test_rl_target_allows_one_puzzle_in_a_hundred_whatever_the_rounding():
