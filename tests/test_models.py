@@ -216,49 +216,59 @@ class ForwardTest(chex.TestCase):
       ModelConfig(vocab_size=61, d_model=12, num_heads=4)
 
 
-@pytest.mark.parametrize("position, local_heads", [("rope", 0), ("learned", 0), ("rope", 2)])
-def test_kv_cache_matches_full_forward(params, position, local_heads):
-  """Prefill + one token at a time, rows at different depths == one full forward (rotary
-  keys are cached rotated; learned positions are what runs from before RoPE use; local heads
-  mask the cache's slots before their window as the full forward masks those keys)."""
-  cfg = dataclasses.replace(CFG, position=position, local_heads=local_heads, local_window=4)
-  if position != CFG.position:
-    params = jax.jit(init_params, static_argnums=0)(cfg, jax.random.PRNGKey(3))
-  total = 12
-  full = _random_tokens(6, (3, total))
-  prompt = np.zeros_like(PROMPT)
-  for b, n in enumerate(PROMPT_LENGTHS):
-    prompt[b, :n] = full[b, :n]
-  padded = np.zeros((3, cfg.max_len), np.int32)
-  padded[:, :total] = full
-  ref_logits, ref_values, _ = jax.jit(forward, static_argnums=1)(params, cfg, padded)
+class KVCacheTest(chex.TestCase):
 
-  pre = jax.jit(prefill, static_argnums=1)(params, cfg, prompt, PROMPT_LENGTHS)
-  rows = np.arange(3)
-  chex.assert_shape(pre.next_logits_BxV, (3, CFG.vocab_size))
-  chex.assert_shape(pre.value_logits_B, (3,))
-  np.testing.assert_allclose(pre.next_logits_BxV, ref_logits[rows, PROMPT_LENGTHS - 1], atol=1e-4)
-  np.testing.assert_allclose(pre.value_logits_B, ref_values[rows, PROMPT_LENGTHS - 1], atol=1e-4)
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.params = _params()
 
-  step = jax.jit(functools.partial(forward, config=cfg))
-  cache = pre.cache
-  for t in range(total - PROMPT_LENGTHS.max()):
-    pos = PROMPT_LENGTHS + t
-    token = full[rows, pos]
-    logits, values, cache = step(params, tokens_BxL=jnp.asarray(token[:, None]),
-                                 positions_BxL=jnp.asarray(pos[:, None]), cache=cache)
-    np.testing.assert_allclose(logits[:, 0], ref_logits[rows, pos], atol=1e-4)
-    np.testing.assert_allclose(values[:, 0], ref_values[rows, pos], atol=1e-4)
-  assert len(cache) == CFG.num_layers
-  for layer in cache:
-    chex.assert_shape([layer.k_BxHxTxK, layer.v_BxHxTxK],
-                      (3, CFG.num_heads, CFG.max_len, CFG.head_dim))
-    # Each row wrote exactly its slots 0 .. (last position); the rest are untouched zeros.
-    written = np.abs(np.asarray(layer.k_BxHxTxK)).sum((1, 3)) > 0
-    last = PROMPT_LENGTHS + total - PROMPT_LENGTHS.max() - 1
-    for b in range(3):
-      assert written[b, :max(last[b], PROMPT.shape[1] - 1) + 1].all()
-      assert not written[b, max(last[b], PROMPT.shape[1] - 1) + 1:].any()
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.parameters(("rope", 0), ("learned", 0), ("rope", 2))
+  def test_kv_cache_matches_full_forward(self, position, local_heads):
+    """Prefill + one token at a time, rows at different depths == one full forward (rotary
+    keys are cached rotated; learned positions are what runs from before RoPE use; local heads
+    mask the cache's slots before their window as the full forward masks those keys). Prefill
+    and the cached step run as the variant says; the reference is always the jitted forward."""
+    cfg = dataclasses.replace(CFG, position=position, local_heads=local_heads, local_window=4)
+    params = self.params
+    if position != CFG.position:
+      params = jax.jit(init_params, static_argnums=0)(cfg, jax.random.PRNGKey(3))
+    total = 12
+    full = _random_tokens(6, (3, total))
+    prompt = np.zeros_like(PROMPT)
+    for b, n in enumerate(PROMPT_LENGTHS):
+      prompt[b, :n] = full[b, :n]
+    padded = np.zeros((3, cfg.max_len), np.int32)
+    padded[:, :total] = full
+    ref_logits, ref_values, _ = jax.jit(forward, static_argnums=1)(params, cfg, padded)
+
+    pre = self.variant(lambda p, x, n: prefill(p, cfg, x, n))(params, prompt, PROMPT_LENGTHS)
+    rows = np.arange(3)
+    chex.assert_shape(pre.next_logits_BxV, (3, CFG.vocab_size))
+    chex.assert_shape(pre.value_logits_B, (3,))
+    np.testing.assert_allclose(pre.next_logits_BxV, ref_logits[rows, PROMPT_LENGTHS - 1], atol=1e-4)
+    np.testing.assert_allclose(pre.value_logits_B, ref_values[rows, PROMPT_LENGTHS - 1], atol=1e-4)
+
+    step = self.variant(lambda p, token, pos, cache: forward(p, cfg, token, pos, cache))
+    cache = pre.cache
+    for t in range(total - PROMPT_LENGTHS.max()):
+      pos = PROMPT_LENGTHS + t
+      token = full[rows, pos]
+      logits, values, cache = step(params, jnp.asarray(token[:, None]), jnp.asarray(pos[:, None]),
+                                   cache)
+      np.testing.assert_allclose(logits[:, 0], ref_logits[rows, pos], atol=1e-4)
+      np.testing.assert_allclose(values[:, 0], ref_values[rows, pos], atol=1e-4)
+    assert len(cache) == CFG.num_layers
+    for layer in cache:
+      chex.assert_shape([layer.k_BxHxTxK, layer.v_BxHxTxK],
+                        (3, CFG.num_heads, CFG.max_len, CFG.head_dim))
+      # Each row wrote exactly its slots 0 .. (last position); the rest are untouched zeros.
+      written = np.abs(np.asarray(layer.k_BxHxTxK)).sum((1, 3)) > 0
+      last = PROMPT_LENGTHS + total - PROMPT_LENGTHS.max() - 1
+      for b in range(3):
+        assert written[b, :max(last[b], PROMPT.shape[1] - 1) + 1].all()
+        assert not written[b, max(last[b], PROMPT.shape[1] - 1) + 1:].any()
 
 
 N = 10  # new tokens; one shared value keeps the number of compiles down

@@ -12,7 +12,7 @@ from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import value_labels
 from metacot_jax.models import ModelConfig, init_params, sampling
 from metacot_jax.models.transformer import forward
-from metacot_jax.tasks import countdown, game24
+from metacot_jax.tasks import Verdict, countdown, game24
 
 TOK = Tokenizer()
 TINY = ModelConfig(vocab_size=TOK.vocab_size, max_len=64, d_model=32, num_layers=1, num_heads=2,
@@ -76,14 +76,47 @@ def test_lm_monte_carlo_values_are_the_success_share_of_each_prefix_s_samples(mo
   assert seen["prompts"] == [p.prompt() + x for p, x in zip(problems, prefixes)]
 
 
-def test_lm_monte_carlo_values_from_a_real_model_are_shares_of_m():
+_tiny_logits = jax.jit(lambda params, row: forward(params, TINY, row)[0])
+
+
+def _greedy_text(params, prompt, n):
+  """Greedy completion by full forward passes (no KV cache), decoded like the sampler's rows.
+  Rows are right-padded to one width (one compile); causal attention ignores the padding."""
+  row, new = TOK.encode(prompt, bos=True), []
+  for _ in range(n):
+    ids = row + new
+    logits = _tiny_logits(params, np.array([ids + [TOK.pad_id] * (TINY.max_len - len(ids))],
+                                           np.int32))
+    new.append(int(np.argmax(logits[0, len(ids) - 1])))
+    if new[-1] == TOK.eos_id:
+      break
+  return TOK.decode(new)
+
+
+def test_lm_monte_carlo_values_from_a_real_model_are_shares_of_m(monkeypatch):
+  """A real model at temperature 0: all m samples of a prefix are its greedy completion. Both
+  stand-in problems accept only prefix 0's greedy completion, so the values are exactly [1, 0];
+  mixed-up rows or a wrong mean give a fraction, all-zero values give 0 for prefix 0."""
   params = init_params(TINY, jax.random.PRNGKey(0))
-  problems = [game24.make("4 5 6 10"), game24.make("1 1 4 6")]
-  values = value_labels.lm_mc_values(params, TINY, TOK, problems, ["", ""], m=3,
-                                     max_new_tokens=8, rng=jax.random.PRNGKey(1))
+  real = [game24.make("4 5 6 10"), game24.make("1 1 4 6")]
+  prefixes = ["10 - 4 = 6 (left: 5 6 6)\n", ""]
+  greedy = [_greedy_text(params, p.prompt() + x, 8) for p, x in zip(real, prefixes)]
+  assert greedy[0] != greedy[1]  # else prefix 1's samples would verify too
+
+  class Accepts:  # verify(...) is ok only for prefix 0's greedy completion
+    def __init__(self, problem):
+      self.prompt = problem.prompt
+
+    def verify(self, answer):
+      return Verdict(answer == greedy[0], "stand-in")
+
+  # the whole completion is the answer: the stand-in verifier sees the text as sampled
+  monkeypatch.setattr(value_labels, "final_answer", lambda text: text)
+  values = value_labels.lm_mc_values(params, TINY, TOK, [Accepts(p) for p in real], prefixes,
+                                     m=3, max_new_tokens=8, rng=jax.random.PRNGKey(1),
+                                     temperature=0.0)
   chex.assert_shape(values, (2,))
-  np.testing.assert_allclose(values * 3, np.round(values * 3), atol=1e-9)
-  assert np.all((values >= 0) & (values <= 1))
+  np.testing.assert_array_equal(values, [1.0, 0.0])
 
 
 def test_prefix_values_read_the_value_head_after_each_prefix():
