@@ -157,11 +157,20 @@ def test_greedy_and_best_of_n_accounting(trained):
   np.testing.assert_array_equal(greedy.nodes, DEPTH)  # three step lines, then the answer
   summary = results.summarize(greedy, problems, roots.length, TOK)
   assert summary["accuracy"] == 1.0
-  # A separate value network (here the same weights) costs one more prefill of each solution.
+  # A separate value network costs one more prefill of each solution, and scores it: with the
+  # same weights the scores are the policy's own, with other weights that network's.
   split = baselines.greedy(step_mdp.PolicyValue(params, params), roots, model=MODEL,
                            newline_id=TOK.newline_id, eos_id=TOK.eos_id, answer_id=ANSWER_ID,
                            max_new_tokens=MAX_NEW)
   np.testing.assert_allclose(split.score, greedy.score, rtol=1e-5)
+  value_params = init_params(MODEL, jax.random.PRNGKey(1))
+  other = jax.device_get(baselines.greedy(
+      step_mdp.PolicyValue(params, value_params), roots, model=MODEL, newline_id=TOK.newline_id,
+      eos_id=TOK.eos_id, answer_id=ANSWER_ID, max_new_tokens=MAX_NEW))
+  np.testing.assert_array_equal(other.answer_tokens, greedy.answer_tokens)  # the same policy
+  by_value = sampling.prefill(value_params, MODEL, other.answer_tokens, other.answer_length)
+  np.testing.assert_allclose(other.score, jax.nn.sigmoid(by_value.value_logits_B), rtol=1e-4)
+  assert not np.allclose(other.score, greedy.score, rtol=1e-3)
   np.testing.assert_array_equal(split.tokens_processed, 2 * greedy.tokens_processed)
   np.testing.assert_array_equal(split.lm_calls, greedy.lm_calls + 1)
 
@@ -208,7 +217,8 @@ class SolutionRowsTest(chex.TestCase):
     rows = self.variant(functools.partial(baselines._solution_rows, model=MODEL,
                                           newline_id=TOK.newline_id, answer_id=ANSWER_ID))
     own, value = rows(params, prompts, lengths, values_BxT[:, p - 1], out)
-    split, split_value = rows(step_mdp.PolicyValue(params, params), prompts, lengths,
+    value_params = init_params(MODEL, jax.random.PRNGKey(1))  # a value network of its own
+    split, split_value = rows(step_mdp.PolicyValue(params, value_params), prompts, lengths,
                               values_BxT[:, p - 1], out)
     np.testing.assert_array_equal(own.answered, True)
     np.testing.assert_array_equal(own.nodes, [0, 1])
@@ -216,8 +226,13 @@ class SolutionRowsTest(chex.TestCase):
     want = jax.nn.sigmoid(values_BxT[np.arange(2), np.array([p - 1, step_end])])
     np.testing.assert_allclose(value, want, rtol=1e-5)
     np.testing.assert_allclose(own.score, want, rtol=1e-5)
-    np.testing.assert_allclose(split_value, value, rtol=1e-4)
-    np.testing.assert_allclose(split.score, own.score, rtol=1e-4)
+    # the value network reads the same places: the prompt's end, the step line's newline
+    _, split_values_BxT, _ = forward(value_params, MODEL,
+                                     pad_batch([prompt + g for g in gens], MODEL.max_len))
+    want_split = jax.nn.sigmoid(split_values_BxT[np.arange(2), np.array([p - 1, step_end])])
+    assert not np.allclose(want_split, want, rtol=1e-3)  # the two networks tell apart
+    np.testing.assert_allclose(split_value, want_split, rtol=1e-4)
+    np.testing.assert_allclose(split.score, want_split, rtol=1e-4)
 
 
 def test_sample_n_without_problems_fails_clearly():

@@ -122,6 +122,15 @@ def test_kl_of_the_policy_to_itself_is_zero():
   assert abs(float(metrics["kl"])) < 1e-6
   np.testing.assert_allclose(metrics["ratio"], 1.0, atol=1e-5)  # pi_old = pi
   assert float(metrics["entropy"]) > 0
+  # against another reference: the masked mean of the exact per-token KL(pi || ref)
+  ref = _init(TOY, jax.random.PRNGKey(9))
+  _, metrics = rl.rl_loss(params, ref, batch, TOY, rl.LossConfig(beta=1.0, clip_eps=0.2))
+  kl_BxL = rl.token_kl(forward(params, TOY, out.tokens_BxL)[0][:, :-1],
+                       forward(ref, TOY, out.tokens_BxL)[0][:, :-1])
+  mask = np.asarray(out.mask_BxL)[:, 1:]
+  want = float(np.sum(kl_BxL * mask) / np.sum(mask))
+  assert want > 1e-3
+  np.testing.assert_allclose(metrics["kl"], want, rtol=1e-4)
 
 
 def test_reinforce_gradient_is_advantage_times_score():
