@@ -90,6 +90,7 @@ class RationalTest(chex.TestCase):
     np.testing.assert_array_equal(rational.make(6, -4), [-3, 2])
     assert bool(rational.equal(rational.make(2, 4), rational.make(-1, -2)))
 
+  @chex.variants(with_jit=True, without_jit=True)
   def test_apply_matches_fractions(self):
     rng = np.random.default_rng(0)
     a = [Fraction(int(n), int(d)) for n, d in zip(rng.integers(-60, 61, 400),
@@ -97,8 +98,9 @@ class RationalTest(chex.TestCase):
     b = [Fraction(int(n), int(d)) for n, d in zip(rng.integers(-60, 61, 400),
                                                    rng.integers(1, 13, 400))]
     op = rng.integers(0, 4, 400).astype(np.int32)
-    value, valid = jax.jit(rational.apply)(op, np.stack([_rat(x) for x in a]),
-                                           np.stack([_rat(x) for x in b]))
+    value, valid = self.variant(rational.apply)(op, np.stack([_rat(x) for x in a]),
+                                                np.stack([_rat(x) for x in b]))
+    chex.assert_shape([value, valid], [(400, 2), (400,)])
     for i in range(400):
       want = countdown.apply_op(a[i], "+-*/"[op[i]], b[i])
       assert bool(valid[i]) == (want is not None)
