@@ -46,10 +46,6 @@ def _search_rows(results: dict, split: str = ""):
   return sorted(rows, key=lambda x: (x[0], x[1]))
 
 
-def _tokens(x) -> str:
-  return "-" if x is None else f"{x:.0f}"
-
-
 def fmt(x, pct=False):
   """A figure for the report and the job's printed lines: '-' where it was not measured."""
   return "-" if x is None else (f"{x:.1%}" if pct else f"{x:.1f}")
@@ -235,7 +231,7 @@ def _interval(g: dict) -> str:
 
 
 def _share(g: dict, key: str, fmt: str) -> str:
-  """A rate of a greedy evaluation, '-' in runs from before it was measured."""
+  """A figure of an evaluation (e.g. a rate), '-' where it was not measured."""
   return "-" if g.get(key) is None else format(g[key], fmt)
 
 
@@ -396,8 +392,7 @@ def write(run: RunDir):
       hard = r.get(f"star/{i}/hard", {}).get("accuracy")
       lines.append(f"| {i} | {s['greedy_test']:.1%} | {gap} | {fmt(hard, True)} | {hard_gap} | "
                    f"{s['train_solved_by_search']} | {s['newly_solved']} | "
-                   f"{d.get('traces', '-')} | "
-                   f"{_tokens(d.get('mean_trace_tokens'))} |")
+                   f"{d.get('traces', '-')} | {_share(d, 'mean_trace_tokens', '.0f')} |")
     lines += _cot_rounds_table(r, rounds)
   if any(k.startswith("star/pairs/") for k in r):  # also with no rounds: the SFT model's own
     n = len(rounds) + 1
