@@ -20,7 +20,7 @@ bench() {  # bench NAME MODULE ARGS...: runs one benchmark, keeps its log, print
   status=$?
   echo "   exit $status"
   if (( status != 0 )); then failed=1; fi
-  grep -E "^(device|batched|sequential|search LM|LM FLOP|train_step|matmul|kv_cache|recompute|flops_ratio|ratio)" \
+  grep -E "^(device|batched|sequential|search LM|LM FLOP|train_step|matmul|kv_cache|recompute|flops_ratio|ratio|speedup)" \
     "$out/$name.log" | sed 's/^/   /'
 }
 
@@ -28,9 +28,8 @@ if [[ "${SMALL:-0}" == 1 ]]; then
   bench search_default experiments.bench_search --batch 8 --num_simulations 4 --sequential_problems 2
   bench search_full experiments.bench_search --batch 8 --K 8 --num_simulations 4 --max_len 128 \
     "${full_model[@]}" --sequential_problems 2
-  bench train_f32 experiments.bench_train_step --batch 4 --seq 64 "${full_model[@]}" --matmul 256
-  bench train_bf16 experiments.bench_train_step --batch 4 --seq 64 "${full_model[@]}" --matmul 256 \
-    --dtype bfloat16
+  bench train experiments.bench_train_step --batch 4 --seq 64 "${full_model[@]}" --matmul 256 \
+    --dtypes float32 bfloat16
   bench decode_default experiments.bench_decode --batch 4 --new_tokens 32
   exit "$failed"
 fi
@@ -39,10 +38,9 @@ fi
 bench search_default experiments.bench_search
 bench search_full experiments.bench_search --batch 100 --K 8 --num_simulations 32 --max_len 512 \
   "${full_model[@]}"
-# One micro-batch of the full preset's Meta-CoT SFT (32 x 512), float32 and bfloat16.
-bench train_f32 experiments.bench_train_step --batch 32 --seq 512 "${full_model[@]}" --matmul 8192
-bench train_bf16 experiments.bench_train_step --batch 32 --seq 512 "${full_model[@]}" --matmul 8192 \
-  --dtype bfloat16
+# One micro-batch of the full preset's Meta-CoT SFT (32 x 512), float32 and bfloat16 in one run.
+bench train experiments.bench_train_step --batch 32 --seq 512 "${full_model[@]}" --matmul 8192 \
+  --dtypes float32 bfloat16
 bench decode_default experiments.bench_decode
 bench decode_full experiments.bench_decode --batch 256 "${full_model[@]}"
 exit "$failed"

@@ -47,7 +47,7 @@ def best_time(fn, repeats: int) -> float:
   return min(times)
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=32)
   parser.add_argument("--prompt", type=int, default=16)
@@ -56,7 +56,7 @@ def main():
   parser.add_argument("--num_layers", type=int, default=4)
   parser.add_argument("--num_heads", type=int, default=None, help="default: d_model / 32")
   parser.add_argument("--repeats", type=int, default=2)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
   vocab = Tokenizer().vocab_size
   config = ModelConfig(vocab_size=vocab, max_len=args.prompt + args.new_tokens,

@@ -43,10 +43,10 @@ def sft_batch(rows: int, length: int) -> dict:
           "value_weights": S((rows, slots), jnp.float32)}
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", default="full", choices=configs.PRESETS)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
   cfg, tokenizer = configs.get_config(args.preset), Tokenizer()
   model = model_config(tokenizer, cfg.metacot_model)
   state = jax.eval_shape(lambda: create_train_state(jax.random.PRNGKey(0), model,

@@ -165,7 +165,7 @@ def timed(fn):
   return out, time.perf_counter() - start
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=64, help="problems in the batched search")
   parser.add_argument("--num_simulations", type=int, default=16)
@@ -180,7 +180,7 @@ def main():
   parser.add_argument("--checkpoint", default=None,
                       help="restore params from this train checkpoint dir (model flags must match)")
   parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
 
   tok = Tokenizer()
   model = ModelConfig(vocab_size=tok.vocab_size, max_len=args.max_len, d_model=args.d_model,

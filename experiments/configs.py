@@ -242,7 +242,7 @@ def get_config(preset: str = "default") -> ml_collections.ConfigDict:
   elif preset == "full":
     c.data.max_solutions, c.data.walks_per_problem, c.data.traces_per_problem = 32, 16, 32
     # bfloat16 compute: 1.8x the float32 train step's tokens/s on an H100 (908k against 504k,
-    # bench_train_step's two runs in experiments/bench_accelerator.sh; README, Performance)
+    # from two separate runs of bench_train_step, before it measured both dtypes in one; README)
     c.model = _model(512, 512, 8, 8, 2048, "bfloat16")
     c.metacot_model = _model(512, 512, 8, 8, 2048, "bfloat16")
     c.star.train_puzzles = 900

@@ -1,0 +1,116 @@
+"""The benchmark scripts at tiny sizes: each runs, prints its figures, and compares like with like.
+
+Speed itself is never asserted here (these machines are shared and noisy); the scripts print
+their ratios for a person to read.
+"""
+
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import bench_decode, bench_memory, bench_search, bench_train_step
+from metacot_jax.data.tokenizer import Tokenizer
+from metacot_jax.models import ModelConfig, SamplingConfig, init_params, sample
+from metacot_jax.search import step_mdp
+from metacot_jax.search.step_mdp import SearchConfig
+from metacot_jax.search.step_parser import StepFormat
+from metacot_jax.tasks import game24
+from metacot_jax.train import OptimizerConfig, create_train_state, sft_step
+
+TINY_MODEL = ["--d_model", "32", "--num_layers", "1", "--num_heads", "2"]
+
+
+def figures(text: str) -> dict[str, float]:
+  """The `name=number` figures of a benchmark's output."""
+  return {m[1]: float(m[2]) for m in re.finditer(r"^([\w\[\]]+)=([-\d.]+)$", text, re.M)}
+
+
+def test_train_step_measures_both_dtypes_in_one_run(capsys):
+  bench_train_step.main(["--batch", "2", "--seq", "16", *TINY_MODEL, "--matmul", "64",
+                         "--repeats", "1", "--dtypes", "float32", "bfloat16"])
+  out = figures(capsys.readouterr().out)
+  assert set(out) == {"ratio[float32]", "ratio[bfloat16]", "speedup"}
+  assert all(v > 0 for v in out.values()), out
+
+
+@pytest.mark.parametrize("dtypes", [["float32", "float32"], ["float32", "bfloat16", "float32"]])
+def test_train_step_rejects_repeated_or_many_dtypes(dtypes, capsys):
+  with pytest.raises(SystemExit):
+    bench_train_step.main(["--dtypes", *dtypes])
+  assert "--dtypes takes one dtype or two different ones" in capsys.readouterr().err
+
+
+def test_recompute_sampler_draws_what_the_cached_sampler_draws():
+  """bench_decode's ratio compares the same work: with one key both samplers give the same
+  tokens."""
+  config = ModelConfig(vocab_size=Tokenizer().vocab_size, max_len=24, d_model=32, num_layers=2,
+                       num_heads=2, d_ff=64)
+  params = init_params(config, jax.random.PRNGKey(0))
+  prompt = jnp.asarray(np.random.default_rng(0).integers(3, config.vocab_size, (3, 8)),
+                       jnp.int32)
+  rng = jax.random.PRNGKey(1)
+  cached = sample(params, rng, prompt, jnp.full((3,), 8, jnp.int32), config=config,
+                  sampling=SamplingConfig(16, temperature=1.0)).tokens_BxN
+  recomputed = bench_decode.sample_by_recompute(params, rng, prompt, config=config,
+                                                new_tokens=16)
+  np.testing.assert_array_equal(recomputed, cached)
+
+
+def test_decode_benchmark_prints_its_ratio(capsys):
+  bench_decode.main(["--batch", "2", "--prompt", "4", "--new_tokens", "8", *TINY_MODEL,
+                     "--repeats", "1"])
+  out = figures(capsys.readouterr().out)
+  assert set(out) == {"ratio"} and out["ratio"] > 0
+
+
+def test_sequential_search_expands_one_node_per_simulation():
+  """As mctx does, so both searches do the same LM work per simulation."""
+  tok = Tokenizer()
+  model = ModelConfig(vocab_size=tok.vocab_size, max_len=64, d_model=32, num_layers=1,
+                      num_heads=2, d_ff=64)
+  search = SearchConfig(num_candidates=3, max_step_tokens=8)
+  kw = dict(model=model, fmt=StepFormat.from_tokenizer(tok), newline_id=tok.newline_id,
+            search=search)
+  root = step_mdp.root_nodes([game24.make((4, 6, 8, 9))], tok, model, search)
+  tree, calls = bench_search.sequential_search(init_params(model, jax.random.PRNGKey(0)), root,
+                                                seed=0, num_simulations=5, kw=kw)
+  assert calls == 6
+  assert tree.visits[0] == 6  # the root's own expansion and one backup per simulation
+  expanded = [e is not None for e in tree.embeddings]
+  assert sum(expanded) == 1 + np.sum(tree.children >= 0)  # each new child: one expansion
+  assert tree.child_visits_NxK[0].sum() == 5
+
+
+def test_search_benchmark_prints_its_ratios(capsys):
+  bench_search.main(["--batch", "2", "--num_simulations", "2", "--K", "2",
+                     "--sequential_problems", "1", "--max_len", "64", "--max_step_tokens", "8",
+                     *TINY_MODEL])
+  out = figures(capsys.readouterr().out)
+  assert set(out) == {"flops_ratio", "ratio"}
+  assert all(v > 0 for v in out.values()), out
+
+
+def test_micro_batches_lower_a_train_steps_activation_memory():
+  """What bench_memory reports for the presets, on a small step: slicing the batch into
+  micro-batches shrinks XLA's temporary buffers."""
+  config = ModelConfig(vocab_size=Tokenizer().vocab_size, max_len=64, d_model=32,
+                       num_layers=2, num_heads=2, d_ff=64)
+  state = jax.eval_shape(lambda: create_train_state(jax.random.PRNGKey(0), config,
+                                                    OptimizerConfig()))
+  batch = {"tokens": jax.ShapeDtypeStruct((32, 64), jnp.int32),
+           "loss_mask": jax.ShapeDtypeStruct((32, 64), jnp.float32)}
+  step = lambda m: functools.partial(sft_step, config=config, micro_batches=m)
+  whole, sliced = (bench_memory.temp_gb(step(m), state, batch) for m in (1, 8))
+  assert 0 < sliced < 0.5 * whole, (sliced, whole)
+
+
+def test_memory_benchmark_reports_every_phase(capsys):
+  bench_memory.main(["--preset", "quick"])
+  text = capsys.readouterr().out
+  assert [line.split()[0] for line in text.splitlines()[1:-1]] == [
+      "sft", "metacot_sft", "star.alphazero", "rl"]
+  assert figures(text)["ratio"] == pytest.approx(1.0)  # the quick preset has no micro-batches
