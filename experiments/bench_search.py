@@ -134,29 +134,46 @@ class PythonMCTS:
       self.child_visits_NxK[parent, action] += 1
       leaf = parent
 
+  def run(self, expand_root, expand_child) -> int:
+    """The whole search; returns the number of expansions (LM calls in the benchmark).
+
+    expand_root() -> (embedding, prior_K, value); expand_child(sim, parent_embedding, action)
+    -> (embedding, prior_K, reward, discount, value): mctx's root and recurrent_fn, with
+    numpy numbers (the embeddings may stay on the device)."""
+    root, prior_K, value = expand_root()
+    self.set_node(0, root, prior_K, value)
+    self.root_invalid_K = prior_K <= np.finfo(np.float32).min  # expand's mask, as mctx gets it
+    num_simulations = len(self.visits) - 1
+    for sim in range(num_simulations):
+      parent, action = self.simulate()
+      index = self.children[parent, action]
+      index = sim + 1 if index < 0 else index
+      child, prior_K, reward, discount, value = expand_child(sim, self.embeddings[parent],
+                                                             action)
+      self.set_node(index, child, prior_K, value)
+      self.children[parent, action] = index
+      self.rewards_NxK[parent, action], self.discounts_NxK[parent, action] = reward, discount
+      self.parents[index], self.action_from_parent[index] = parent, action
+      self.backward(index)
+    return num_simulations + 1
+
 
 def sequential_search(params, root_1: Node, seed: int, num_simulations: int, kw: dict
                       ) -> tuple[PythonMCTS, int]:
   """One problem's MCTS with one jitted LM call per expansion; returns (tree, LM calls)."""
   key = lambda i: np.array([seed, i], np.uint32)
+
+  def root_fn():
+    root, prior_K, value = expand_root(params, key(0), root_1, **kw)
+    return root, *jax.device_get((prior_K, value))
+
+  def child_fn(sim, parent, action):
+    child, *numbers = expand_child(params, key(sim + 1), parent,
+                                   np.array([action], np.int32), **kw)
+    return child, *jax.device_get(numbers)
+
   tree = PythonMCTS(num_simulations, kw["search"].num_candidates, kw["search"].max_depth, seed)
-  root, prior, value = expand_root(params, key(0), root_1, **kw)
-  prior, value = jax.device_get((prior, value))
-  tree.set_node(0, root, prior, value)
-  tree.root_invalid_K = prior <= np.finfo(np.float32).min  # expand's mask, as mctx gets it
-  for sim in range(num_simulations):
-    parent, action = tree.simulate()
-    index = tree.children[parent, action]
-    index = sim + 1 if index < 0 else index
-    child, prior, reward, discount, value = expand_child(
-        params, key(sim + 1), tree.embeddings[parent], np.array([action], np.int32), **kw)
-    prior, reward, discount, value = jax.device_get((prior, reward, discount, value))
-    tree.set_node(index, child, prior, value)
-    tree.children[parent, action] = index
-    tree.rewards_NxK[parent, action], tree.discounts_NxK[parent, action] = reward, discount
-    tree.parents[index], tree.action_from_parent[index] = parent, action
-    tree.backward(index)
-  return tree, num_simulations + 1
+  return tree, tree.run(root_fn, child_fn)
 
 
 def timed(fn):

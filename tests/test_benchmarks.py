@@ -9,6 +9,7 @@ import re
 
 import jax
 import jax.numpy as jnp
+import mctx
 import numpy as np
 import pytest
 
@@ -83,6 +84,61 @@ def test_sequential_search_expands_one_node_per_simulation():
   expanded = [e is not None for e in tree.embeddings]
   assert sum(expanded) == 1 + np.sum(tree.children >= 0)  # each new child: one expansion
   assert tree.child_visits_NxK[0].sum() == 5
+
+
+TOY_K = 3
+
+
+@jax.jit
+def toy_node(embedding):
+  """A made-up environment: node ids -> (prior logits [K], value, reward, discount), every
+  fourth-or-so node terminal."""
+  e = embedding.astype(jnp.float32)
+  terminal = embedding % 5 == 4
+  return (2.0 * jnp.sin(e[..., None] * 1.7 + jnp.arange(TOY_K) * 2.3), jnp.cos(e * 0.9),
+          jnp.where(terminal, jnp.sin(e), 0.0), jnp.where(terminal, 0.0, 1.0))
+
+
+def toy_child(embedding, action):
+  return embedding * (TOY_K + 1) + action + 1
+
+
+def test_python_mcts_is_mctx_muzero_policy():
+  """The benchmark's sequential search builds the tree mctx builds (PUCT, Q normalised by
+  parent and siblings, an invalid root action, a depth limit), so its ratio compares the
+  same search."""
+  sims, depth = 40, 4
+  invalid_K = np.array([False, True, False])
+  prior_K, value, _, _ = toy_node(jnp.int32(0))
+  root_prior_K = jnp.where(invalid_K, jnp.finfo(jnp.float32).min, prior_K)
+
+  def recurrent_fn(params, rng, action_B, embedding_B):
+    del params, rng
+    child_B = toy_child(embedding_B, action_B)
+    prior_BxK, value_B, reward_B, discount_B = toy_node(child_B)
+    return mctx.RecurrentFnOutput(reward=reward_B, discount=discount_B,
+                                  prior_logits=prior_BxK, value=value_B), child_B
+
+  tree = mctx.muzero_policy(
+      None, jax.random.PRNGKey(0),
+      mctx.RootFnOutput(prior_logits=root_prior_K[None], value=value[None],
+                        embedding=jnp.zeros(1, jnp.int32)),
+      recurrent_fn, sims, invalid_actions=jnp.asarray(invalid_K[None]), max_depth=depth,
+      dirichlet_fraction=0.0, temperature=0.0).search_tree
+
+  def child_fn(sim, parent, action):
+    child = toy_child(parent, action)
+    prior_K, value, reward, discount = jax.device_get(toy_node(jnp.int32(child)))
+    return child, prior_K, reward, discount, value
+
+  python = bench_search.PythonMCTS(sims, TOY_K, depth, seed=0)
+  python.run(lambda: (0, *jax.device_get((root_prior_K, value))), child_fn)
+  np.testing.assert_array_equal(python.children, tree.children_index[0])
+  np.testing.assert_array_equal(python.visits, tree.node_visits[0])
+  np.testing.assert_allclose(python.values, tree.node_values[0], atol=1e-5)
+  assert python.child_visits_NxK[0, 1] == 0 and python.visits[0] == sims + 1
+  assert (python.children[:, 0] >= 0).any() and (python.children[:, 2] >= 0).any()
+  assert python.parents.max() > 0  # the tree is deeper than one level
 
 
 def test_search_benchmark_prints_its_ratios(capsys):
