@@ -68,8 +68,12 @@ def test_decode_benchmark_prints_its_ratio(capsys):
   assert set(out) == {"ratio"} and out["ratio"] > 0
 
 
-def test_sequential_search_expands_one_node_per_simulation():
+def test_sequential_search_expands_one_node_per_simulation(monkeypatch):
   """As mctx does, so both searches do the same LM work per simulation."""
+  child_calls = []
+  expand_child = bench_search.expand_child
+  monkeypatch.setattr(bench_search, "expand_child",
+                      lambda *a, **kw: child_calls.append(1) or expand_child(*a, **kw))
   tok = Tokenizer()
   model = ModelConfig(vocab_size=tok.vocab_size, max_len=64, d_model=32, num_layers=1,
                       num_heads=2, d_ff=64)
@@ -79,7 +83,7 @@ def test_sequential_search_expands_one_node_per_simulation():
   root = step_mdp.root_nodes([game24.make((4, 6, 8, 9))], tok, model, search)
   tree, calls = bench_search.sequential_search(init_params(model, jax.random.PRNGKey(0)), root,
                                                 seed=0, num_simulations=5, kw=kw)
-  assert calls == 6
+  assert calls == 6 and len(child_calls) == 5  # the root's expansion, then one a simulation
   assert tree.visits[0] == 6  # the root's own expansion and one backup per simulation
   expanded = [e is not None for e in tree.embeddings]
   assert sum(expanded) == 1 + np.sum(tree.children >= 0)  # each new child: one expansion
@@ -91,8 +95,8 @@ TOY_K = 3
 
 @jax.jit
 def toy_node(embedding):
-  """A made-up environment: node ids -> (prior logits [K], value, reward, discount), every
-  fourth-or-so node terminal."""
+  """A made-up environment: node ids -> (prior logits [K], value, reward, discount), one
+  node id in five terminal."""
   e = embedding.astype(jnp.float32)
   terminal = embedding % 5 == 4
   return (2.0 * jnp.sin(e[..., None] * 1.7 + jnp.arange(TOY_K) * 2.3), jnp.cos(e * 0.9),
