@@ -40,7 +40,7 @@ from metacot_jax.metacot import (from_generations, from_search, repair, round0, 
                                  value_labels)
 from metacot_jax.metacot.reward import TraceReward
 from metacot_jax.models import ModelConfig, count_params
-from metacot_jax.runs import RunDir
+from metacot_jax.runs import RunDir, write_arrays
 from metacot_jax.search import baselines
 from metacot_jax.search import evaluate as search_eval
 from metacot_jax.search.mcts import MCTSConfig
@@ -139,10 +139,12 @@ def model_configs(cfg, tokenizer: Tokenizer) -> tuple[ModelConfig, ModelConfig]:
 
 
 def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, mesh, init_params=None,
-        step=None):
+        step=None, keep_data=False):
   """Trains (or resumes, or restores when finished) one training phase; returns its state.
 
   `data_fn()` builds the training arrays; it is not called when the phase has finished.
+  With `keep_data` they are kept on disk until the phase ends, so a resumed phase trains on
+  them again rather than on a rebuild (for data from search or sampling).
   `step` defaults to the SFT step (policy and PRM losses).
   """
   opt = OptimizerConfig(learning_rate=tc.learning_rate, warmup_steps=tc.warmup_steps,
@@ -160,11 +162,14 @@ def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, mesh, init
         sft_step, config=model, value_weight=cfg.value_weight,
         unlikelihood_weight=cfg.unlikelihood_weight, unlikelihood_form=cfg.unlikelihood_form),
         micro_batches=tc.micro_batches)
-    state, _ = train(state, data_fn(), step, num_steps=tc.steps, batch_size=tc.batch_size,
+    data = run.kept_arrays(name, data_fn) if keep_data else data_fn()
+    state, _ = train(state, data, step, num_steps=tc.steps, batch_size=tc.batch_size,
                      seed=cfg.seed, checkpoints=checkpoints,
                      checkpoint_every=tc.checkpoint_every, config_to_save=cfg.to_dict(),
                      log_fn=lambda s, m: run.log(name, s, m), desc=name, mesh=mesh)
   checkpoints.close()
+  if keep_data:
+    run.forget_arrays(name)
   return state
 
 
@@ -374,6 +379,10 @@ def main(argv):
   tokenizer = run_tokenizer(cfg)
   cot_model, metacot_model = model_configs(cfg, tokenizer)
   run = RunDir(flags.FLAGS.workdir)
+  try:
+    run.lock()
+  except RuntimeError as e:
+    raise app.UsageError(str(e)) from None
   check_models_unchanged(run, cot_model, metacot_model, tokenizer)
   if "config" in run.results:  # a run from before a model field: compare as it was
     run.results["config"] = with_legacy_model_defaults(run.results["config"])
@@ -536,7 +545,7 @@ def main(argv):
             value_target=cfg.star.value_target, order=cfg.star.trace_order,
             list_tried=cfg.data.back_lists_tried, mesh=mesh)
         # before the SFT starts: a resumed round finds it
-        scale.on_primary(lambda: np.savez(targets_path, **targets))
+        scale.on_primary(lambda: write_arrays(targets_path, targets))
       if cfg.star.source in ("generations", "both"):  # the policy's own in-context searches
         generations = from_generations.sampled_generations(
             policies[-1], metacot_model, tokenizer, star_p, samples=cfg.star.generations,
@@ -561,7 +570,8 @@ def main(argv):
       return metacot_data(traces, f"star/{r}/data")
 
     init = policies[-1] if cfg.star.from_previous else metacot_state.params
-    state = sft(cfg, run, name, metacot_model, cfg.star.sft, round_data, mesh, init_params=init)
+    state = sft(cfg, run, name, metacot_model, cfg.star.sft, round_data, mesh, init_params=init,
+                keep_data=True)
     if cfg.star.alphazero.steps:  # then the policy toward the search's choices at the roots
       state = sft(cfg, run, f"{name}_alphazero", metacot_model, cfg.star.alphazero,
                   lambda targets_path=targets_path: dict(np.load(targets_path)), mesh,
@@ -613,7 +623,7 @@ def main(argv):
 
     init = cot_policies[-1] if cfg.star.from_previous else cot_state.params
     state = sft(cfg, run, f"star_cot_{r}", cot_model, cfg.star.sft, cot_round_data, mesh,
-                init_params=init)
+                init_params=init, keep_data=True)
     cot_policies.append(state.params)
     greedy = {split: run.phase(f"star_cot/{r}/{split}", lambda ps=ps: {
         k: v for k, v in metacot_eval.in_context(

@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 from experiments import configs, report
+from metacot_jax.runs import write_atomically
 
 SUMMARY_KEYS = ("greedy/cot/test", "greedy/metacot/test", "mcts/verifier/tree/",
                 "mcts/learned/tree/")
@@ -137,7 +138,7 @@ def run_trial(cmd: list[str], trial_dir: Path, env: dict, base: Path | None) -> 
     # that a copy cut off part-way is made again on the next run
     shutil.copytree(base, trial_dir, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("trial.json", "log.txt", "results.json"))
-    shutil.copy2(base / "results.json", trial_dir / "results.json")
+    write_atomically(trial_dir / "results.json", (base / "results.json").read_bytes())
   trial_dir.mkdir(parents=True, exist_ok=True)
   with open(trial_dir / "log.txt", "a") as log:
     done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
@@ -159,7 +160,7 @@ def record(trial_dir: Path, future: concurrent.futures.Future, about: dict) -> d
              if status["returncode"] is not None else status["error"])
     print(f"[failed] {trial_dir.name}: {where}", flush=True)
   trial_dir.mkdir(parents=True, exist_ok=True)
-  (trial_dir / "trial.json").write_text(json.dumps(status, indent=1))
+  write_atomically(trial_dir / "trial.json", json.dumps(status, indent=1))
   return status
 
 

@@ -2,20 +2,51 @@
 
 Each phase of a pipeline stores its result under a key of `results.json` (written
 atomically); a restarted run skips phases whose key is present and resumes
-training phases from their orbax checkpoints. In a multi-host run every process
-keeps the results in memory and process 0 writes the files (on a shared disk).
+training phases from their orbax checkpoints, on the same training arrays. In a
+multi-host run every process keeps the results in memory and process 0 writes the
+files (on a shared disk).
 """
 
 from __future__ import annotations
 
+import fcntl
+import io
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from metacot_jax.scale import is_primary
 from metacot_jax.train.checkpoint import Checkpoints
+
+
+def write_atomically(path: str | os.PathLike, data: str | bytes):
+  """Writes a file beside `path`, then renames it over `path`: a kill leaves the old file or
+  the new one, never a part of one."""
+  path = Path(path)
+  tmp = path.with_name(path.name + ".tmp")
+  if isinstance(data, bytes):
+    tmp.write_bytes(data)
+  else:
+    tmp.write_text(data)
+  tmp.replace(path)
+
+
+def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]):
+  """`np.savez(path, **arrays)`, written atomically."""
+  buffer = io.BytesIO()
+  np.savez(buffer, **arrays)
+  write_atomically(path, buffer.getvalue())
+
+
+def _parsed(line: str) -> dict | None:
+  try:
+    return json.loads(line)
+  except json.JSONDecodeError:  # a row cut off by a crash (a full disk, a lost host)
+    return None
 
 
 class RunDir:
@@ -25,6 +56,21 @@ class RunDir:
     self.results_path = self.path / "results.json"
     self.results: dict[str, Any] = (json.loads(self.results_path.read_text())
                                     if self.results_path.exists() else {})
+
+  def lock(self):
+    """Holds the folder while this RunDir lives (the OS lets go when the process ends,
+    killed or not): a second job started on the same workdir, such as a sweep started
+    twice, stops at once instead of writing the same files. Process 0 only."""
+    if not is_primary():
+      return
+    self._lock_file = open(self.path / ".lock", "w")  # pylint: disable=consider-using-with
+    try:
+      fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise RuntimeError(f"another job is running in {self.path}: wait for it to end (or "
+                         "stop it), or give this one another --workdir") from None
+    except OSError:  # a file system without locks: run unguarded
+      pass
 
   def log(self, phase: str, step: int, metrics: dict):
     """Appends one row to metrics.jsonl."""
@@ -42,20 +88,16 @@ class RunDir:
     if not is_primary() or not path.exists():
       return
     rows = path.read_text().splitlines()
-    kept = [r for r in rows if not (r and (row := json.loads(r))["phase"] == phase
-                                    and row["step"] > after_step)]
+    kept = [r for r in rows if (row := _parsed(r)) is not None
+            and not (row["phase"] == phase and row["step"] > after_step)]
     if len(kept) < len(rows):
-      tmp = path.with_suffix(".jsonl.tmp")
-      tmp.write_text("".join(r + "\n" for r in kept))
-      tmp.replace(path)
+      write_atomically(path, "".join(r + "\n" for r in kept))
 
   def save(self, key: str, value: Any):
     self.results[key] = value
     if not is_primary():
       return
-    tmp = self.results_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(self.results, indent=1))
-    tmp.replace(self.results_path)
+    write_atomically(self.results_path, json.dumps(self.results, indent=1))
 
   def phase(self, key: str, fn: Callable[[], Any]) -> Any:
     """`fn()` once: its result is stored under `key` and reused on restart.
@@ -68,6 +110,28 @@ class RunDir:
       self.results.setdefault("seconds", {})[key] = round(time.time() - start, 2)
       self.save(key, value)
     return self.results[key]
+
+  def kept_arrays(self, name: str, fn: Callable[[], dict[str, np.ndarray]]
+                  ) -> dict[str, np.ndarray]:
+    """`fn()`, kept in `arrays/<name>.npz` until `forget_arrays(name)`: a training phase
+    killed part-way resumes on the arrays it started with, not on a rebuild that may cost
+    hours (a Meta-STaR round's search) or differ (sampling on another device or process).
+    In a multi-host run every process calls `fn()` (it may hold collectives); process 0
+    writes the file."""
+    path = self.path / "arrays" / f"{name}.npz"
+    if path.exists():
+      with np.load(path) as saved:
+        return dict(saved)
+    arrays = fn()
+    if is_primary():
+      path.parent.mkdir(exist_ok=True)
+      write_arrays(path, arrays)
+    return arrays
+
+  def forget_arrays(self, name: str):
+    """Deletes what `kept_arrays(name, ...)` wrote, once the phase that trained on it is done."""
+    if is_primary():
+      (self.path / "arrays" / f"{name}.npz").unlink(missing_ok=True)
 
   def config_changes(self, config: dict) -> list[str]:
     """The fields where `config` differs from the one saved under 'config' (`a.b: old -> new`),

@@ -910,3 +910,42 @@ def test_quick_preset_end_to_end(tmp_path):
                "metacot_rounds_and_length.png", "rl_frontier.png"):
     assert (tmp_path / name).stat().st_size > 0, name
   assert "## Targets" in (tmp_path / "report.md").read_text()
+
+
+def test_a_phase_on_kept_data_resumes_on_the_same_arrays(tmp_path):
+  """A Meta-STaR round killed part-way trains on to its end on the data it began with: its
+  search is not run again (hours at scale, and not bit-for-bit repeatable across devices)."""
+  cfg = configs.get_config("quick")
+  model = game24_mcts.model_config(Tokenizer(), cfg.model)
+  tc = ml_collections.ConfigDict(dict(cfg.star.sft))
+  tc.steps, tc.checkpoint_every, tc.batch_size, tc.micro_batches = 4, 2, 2, 1
+  rng = np.random.default_rng(0)
+  builds = []
+
+  def round_data():  # another draw each call, as a search on another device may give
+    builds.append({"tokens": rng.integers(3, model.vocab_size, (6, 16)).astype(np.int32),
+                   "loss_mask": np.ones((6, 16), np.float32)})
+    return builds[-1]
+
+  class Killed(Exception):
+    pass
+
+  def step_killed_after_2(state, batch, **kw):
+    if int(state.step) == 2:
+      raise Killed  # the job dies after its checkpoint at step 2
+    seen.append(np.asarray(batch["tokens"]))
+    return game24_mcts.sft_step(state, batch, config=model, **kw)
+
+  run, seen = RunDir(tmp_path), []
+  with pytest.raises(Killed):
+    game24_mcts.sft(cfg, run, "star_1", model, tc, round_data, None, step=step_killed_after_2,
+                    keep_data=True)
+  assert len(seen) == 2
+  seen.clear()
+  state = game24_mcts.sft(cfg, RunDir(tmp_path), "star_1", model, tc, round_data, None,
+                          step=lambda s, b, **kw: seen.append(np.asarray(b["tokens"])) or
+                          game24_mcts.sft_step(s, b, config=model, **kw), keep_data=True)
+  assert int(state.step) == 4 and len(builds) == 1 and len(seen) == 2  # steps 3 and 4
+  first_rows = {row.tobytes() for row in builds[0]["tokens"]}
+  assert all(row.tobytes() in first_rows for batch in seen for row in batch)
+  assert not (tmp_path / "arrays" / "star_1.npz").exists()  # gone once the phase is done

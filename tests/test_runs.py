@@ -1,8 +1,14 @@
 """The run directory: phases that survive restarts, and configs that change between them."""
 
 import json
+import subprocess
+import sys
 
-from metacot_jax.runs import RunDir
+import numpy as np
+import pytest
+
+from metacot_jax.runs import RunDir, write_atomically
+from tests.jobs import REPO
 
 
 def test_a_phase_runs_once_and_survives_a_restart(tmp_path):
@@ -41,3 +47,56 @@ def test_a_resumed_phase_forgets_the_rows_it_logs_again(tmp_path):
   rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [(r["phase"], r["step"], r["loss"]) for r in rows] == [
       ("sft", 1, 1.0), ("sft", 2, 2.0), ("sft", 3, 3.0), ("rl", 1, 0.5)]
+
+
+def test_a_row_cut_off_by_a_crash_does_not_stop_a_resume(tmp_path):
+  run = RunDir(tmp_path)
+  run.log("sft", 1, {"loss": 1.0})
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write('{"phase": "sft", "st')  # a full disk or a lost host, mid-row
+  run.forget_log("sft", after_step=1)
+  rows = [json.loads(r) for r in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["phase"], r["step"]) for r in rows] == [("sft", 1)]
+
+
+def test_kept_arrays_are_read_back_until_forgotten(tmp_path):
+  """A phase killed part-way trains on the arrays it began with, not on a rebuild."""
+  builds = []
+
+  def build():
+    builds.append(1)
+    return {"tokens": np.arange(6, dtype=np.int32).reshape(2, 3) + len(builds)}
+
+  first = RunDir(tmp_path).kept_arrays("star_1", build)
+  again = RunDir(tmp_path).kept_arrays("star_1", build)  # the restarted job
+  assert len(builds) == 1
+  np.testing.assert_array_equal(again["tokens"], first["tokens"])
+  assert again["tokens"].dtype == np.int32
+  RunDir(tmp_path).forget_arrays("star_1")
+  assert not (tmp_path / "arrays" / "star_1.npz").exists()
+  RunDir(tmp_path).kept_arrays("star_1", build)
+  assert len(builds) == 2
+  assert not list((tmp_path / "arrays").glob("*.tmp"))
+
+
+def test_write_atomically_leaves_the_old_file_when_the_write_fails(tmp_path):
+  path = tmp_path / "trial.json"
+  write_atomically(path, '{"status": "done"}')
+  with pytest.raises(TypeError):
+    write_atomically(path, {"not": "text"})  # fails before the old file is touched
+  assert json.loads(path.read_text()) == {"status": "done"}
+
+
+def test_a_second_job_on_a_locked_workdir_stops(tmp_path):
+  held = RunDir(tmp_path)  # the lock lasts as long as the RunDir
+  held.lock()
+  code = ("import sys; from metacot_jax.runs import RunDir\n"
+          "try:\n  RunDir(sys.argv[1]).lock()\n"
+          "except RuntimeError as e:\n  print(e); sys.exit(3)\n")
+  other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, check=False, cwd=REPO, timeout=120)
+  assert other.returncode == 3, other.stderr
+  assert f"another job is running in {tmp_path}" in other.stdout
+  del held  # the first job ends: the folder is free again
+  again = RunDir(tmp_path)
+  again.lock()
