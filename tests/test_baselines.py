@@ -15,7 +15,7 @@ from metacot_jax.data.examples import cot_pairs, sft_arrays
 from metacot_jax.data.tokenizer import Tokenizer, pad_batch
 from metacot_jax.models import ModelConfig, forward, init_params, sampling
 from metacot_jax.search import baselines, results, step_mdp
-from metacot_jax.search.greedy import final_answer
+from metacot_jax.search.greedy import answer_line
 from metacot_jax.search.step_mdp import SearchConfig
 from metacot_jax.search.step_parser import StepFormat
 from metacot_jax.tasks import countdown, game24
@@ -250,7 +250,7 @@ def test_sample_n_sums_work_over_samples(trained):
                                 prompt + samples.compute["tokens_generated"])
   for i, problem in enumerate(problems):
     for text, answer, ok in zip(samples.texts[i], samples.answers[i], samples.correct[i]):
-      assert answer in ("", final_answer(text))
+      assert answer in ("", answer_line(text))
       assert ok == problem.verify(answer).ok
   assert samples.correct.mean() >= 0.5  # the memorized solutions come back often
 

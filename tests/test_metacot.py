@@ -21,6 +21,7 @@ from metacot_jax.data.examples import Segment, cot_pairs, sft_arrays
 from metacot_jax.data.tokenizer import Tokenizer, pad_batch
 from metacot_jax.metacot import (evaluate, from_generations, from_search, repair, round0,
                                  symbolic, trace)
+from metacot_jax.metacot.reward import split_trace
 from metacot_jax.metacot.trace import Expansion
 from metacot_jax.models import ModelConfig, init_params
 from metacot_jax.models import sampling
@@ -1314,6 +1315,19 @@ back to 4 5 6 10
 """
 
 
+def test_a_kept_generation_is_written_as_the_solver_writes_its_steps():
+  """Legal but odd spellings (numbers left out of order, a leading zero, an unreduced
+  fraction, spaces around a step) train as the symbolic traces are written."""
+  problem = game24.make("4 5 6 10")
+  answer = "Answer: (5 * (10 - 4)) - 6 = 24\n"
+  odd = HAND_TRACE.replace("(left: 6 9 10)", "(left: 10 9 6)").replace(
+      "10 - 9 = 1 (left: 1 6)", " 10 - 9 = 01 (left: 6 1) ").replace(
+      "6 - 1 = 5 (left: 5)", "6 - 1 = 10/2 (left: 5)")
+  assert odd != HAND_TRACE
+  assert (from_generations.generation_lines(problem, odd + answer)
+          == from_generations.generation_lines(problem, HAND_TRACE + answer))
+
+
 def test_generation_lines_of_a_hand_worked_trace():
   problem = game24.make("4 5 6 10")
   lines = from_generations.generation_lines(
@@ -1341,7 +1355,7 @@ def test_generation_lines_keep_only_verified_legal_traces(text, why):
   assert from_generations.generation_lines(game24.make("4 5 6 10"), text) is None, why
 
 
-def test_solution_path_goes_through_the_first_expansion_that_made_each_state():
+def test_solution_path_goes_through_the_latest_expansion_that_made_each_state():
   problem = game24.make("1 1 4 6")
   f = lambda *xs: tuple(sorted(Fraction(x) for x in xs))
   expansions = [Expansion(f(1, 1, 4, 6), "6 * 1 = 6 (left: 1 4 6)", f(1, 4, 6)),
@@ -1349,7 +1363,7 @@ def test_solution_path_goes_through_the_first_expansion_that_made_each_state():
                 Expansion(f(1, 4, 6), "4 + 1 = 5 (left: 5 6)", f(5, 6)),
                 Expansion(f(1, 4, 6), "6 * 1 = 6 (left: 4 6)", f(4, 6)),
                 Expansion(f(4, 6), "4 * 6 = 24 (left: 24)", f(24))]
-  assert from_generations.solution_path(problem, expansions) == [0, 3, 4]
+  assert from_generations.solution_path(problem, expansions) == [1, 3, 4]
   assert from_generations.solution_path(problem, expansions[:4]) is None  # no goal reached
   # the goal's parent made by no step (after a backtrack to a state never reached): no path
   assert from_generations.solution_path(problem, expansions[:2] + expansions[4:]) is None
@@ -1357,7 +1371,9 @@ def test_solution_path_goes_through_the_first_expansion_that_made_each_state():
 
 def test_symbolic_traces_read_back_as_generations():
   """A symbolic trace, taken as a generation, gives the same training lines; where BFS or A*
-  reached a state twice the path may run through the other copy, with the same step lines."""
+  reached a state twice the path may run through the other copy, with the same step lines.
+  DFS may reach a state twice too (by steps in another order), and its path runs through the
+  latest copy, as the generation's does."""
   equal = 0
   for mix in ({}, {"bfs_fraction": 0.5}, {"astar_fraction": 0.5}):
     for problem, lines in round0.symbolic_traces(ROUND_TRIP_PROBLEMS, 4, seed=3, **mix):
@@ -1365,9 +1381,20 @@ def test_symbolic_traces_read_back_as_generations():
       assert [l.text for l in got[:-1]] == [l.text for l in lines[:-1]]
       assert problem.verify(got[-1].text).ok
       equal += got == lines
-      if not mix:  # DFS never reaches a state twice
+      if not mix:
         assert got == lines
   assert equal >= 60, equal
+
+
+def test_a_dfs_trace_that_reaches_a_state_twice_reads_back_as_written():
+  """1 1 3 6 with seed 0: one DFS trace reaches a state twice; its path runs through the
+  latest copy, and so must the generation's, or off-path masks fall on the wrong lines."""
+  problem = game24.make("1 1 3 6")
+  traces = [lines for _, lines in round0.symbolic_traces([problem], 4, seed=0)]
+  states = lambda lines: [e.child for e in trace.parse(problem, trace.trace_text(lines)).expansions]
+  assert any(len(set(states(lines))) < len(states(lines)) for lines in traces)
+  for lines in traces:
+    assert from_generations.generation_lines(problem, trace.trace_text(lines)) == lines
 
 
 def test_verified_generations_keep_each_distinct_legal_verified_trace(monkeypatch):
@@ -1522,6 +1549,27 @@ def test_repaired_generations_repair_each_failed_generation_once():
 # Back lines that list the steps already tried from their state (data.back_lists_tried).
 
 TRIED_TOK = Tokenizer(trace.TRIED_PIECES)
+
+
+def test_a_search_that_takes_a_listed_step_again_is_not_linearized_with_lists():
+  """An MCTS tree over text reaches a state twice by steps in another order, and may take
+  the same step from both copies: with lists it is left out, as round 0's searches and the
+  policy's generations are."""
+  problem = game24.make("4 5 6 10")
+  expansions = [Expansion(_f(4, 5, 6, 10), "5 + 4 = 9 (left: 6 9 10)", _f(6, 9, 10)),
+                Expansion(_f(6, 9, 10), "10 - 6 = 4 (left: 4 9)", _f(4, 9)),
+                Expansion(_f(4, 9), "9 - 4 = 5 (left: 5)", _f(5)),
+                Expansion(_f(4, 5, 6, 10), "10 - 6 = 4 (left: 4 4 5)", _f(4, 4, 5)),
+                Expansion(_f(4, 4, 5), "5 + 4 = 9 (left: 4 9)", _f(4, 9)),
+                Expansion(_f(4, 9), "9 - 4 = 5 (left: 5)", _f(5)),  # again, from the copy
+                Expansion(_f(4, 5, 6, 10), "10 - 4 = 6 (left: 5 6 6)", _f(5, 6, 6)),
+                Expansion(_f(5, 6, 6), "6 * 5 = 30 (left: 6 30)", _f(6, 30)),
+                Expansion(_f(6, 30), "30 - 6 = 24 (left: 24)", _f(24))]
+  text = trace.trace_text(trace.linearize(problem, expansions, [6, 7, 8], list_tried=False))
+  assert text.count("9 - 4 = 5 (left: 5)") == 2  # without lists: a plain revisit
+  with pytest.raises(ValueError, match=r"takes 9 - 4 again from 4 9; with tried-lists"):
+    trace.linearize(problem, expansions, [6, 7, 8], list_tried=True)
+  assert trace.repeated_steps(expansions) == 1  # what the other sources leave out by
 
 
 def test_back_lines_list_the_steps_tried_from_their_state_by_hand():
@@ -1695,3 +1743,22 @@ def test_pack_moves_unlikelihood_targets_with_their_examples():
   assert len(_targets(arrays)) >= 20  # the check has teeth
   # and it differs from the token actually written there
   assert all(actual != avoided for actual, _, avoided in _targets(packed))
+
+
+@pytest.mark.parametrize("answers", [
+    "Answer: (5 * (10 - 4)) - 6 = 24 v9\n",  # a value after the answer: not an answer
+    "Answer: 10 + 6 + 5 + 4 = 24\nAnswer: (5 * (10 - 4)) - 6 = 24\n",  # wrong, then right
+    "Answer: (5 * (10 - 4)) - 6 = 24\nAnswer: 10 + 6 + 5 + 4 = 24\n",  # right, then wrong
+])
+def test_every_scorer_reads_the_same_answer(answers):
+  """Greedy accuracy, the parsed trace (in-context accuracy), the RL reward and the
+  verified-generation filter all judge the first Answer line, as written."""
+  problem = game24.make("4 5 6 10")
+  text = HAND_TRACE + answers
+  first = answers.splitlines()[0]
+  assert greedy.answer_line(text) == first
+  assert trace.parse(problem, text).answer == first
+  assert split_trace(text)[1] == first
+  right = problem.verify(first).ok
+  assert right == answers.startswith("Answer: (5 * (10 - 4)) - 6 = 24\n")
+  assert (from_generations.generation_lines(problem, text) is not None) == right

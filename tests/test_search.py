@@ -17,7 +17,7 @@ from metacot_jax.models import ModelConfig, init_params
 from metacot_jax.search import evaluate, mcts, rational, results, step_mdp, step_parser
 from metacot_jax.metacot import evaluate as metacot_eval
 from metacot_jax.models.sampling import SamplingConfig
-from metacot_jax.search.greedy import (final_answer, generate, generations, greedy_accuracy,
+from metacot_jax.search.greedy import (answer_line, generate, generations, greedy_accuracy,
                                       sample_prompts)
 from metacot_jax.search.mcts import MCTSConfig
 from metacot_jax.search.step_mdp import SearchConfig
@@ -649,7 +649,7 @@ def test_sample_prompts_rows_and_sampled_scores(trained):
   chex.assert_shape([out.lengths_B, out.stopped_B], (18,))
   assert isinstance(out.tokens_BxN, np.ndarray)
   # row i*G + g belongs to prompt i: every sample of a memorised puzzle answers it
-  answers = [final_answer(TOK.decode(row)) for row in out.tokens_BxN]
+  answers = [answer_line(TOK.decode(row)) for row in out.tokens_BxN]
   correct = np.array([problems[i // 3].verify(a).ok for i, a in enumerate(answers)])
   scores = metacot_eval.sampled(params, MODEL, TOK, problems, samples=3, max_new_tokens=64,
                                 rng=jax.random.PRNGKey(0), batch_size=4)

@@ -111,7 +111,7 @@ def test_lm_monte_carlo_values_from_a_real_model_are_shares_of_m(monkeypatch):
       return Verdict(answer == greedy[0], "stand-in")
 
   # the whole completion is the answer: the stand-in verifier sees the text as sampled
-  monkeypatch.setattr(value_labels, "final_answer", lambda text: text)
+  monkeypatch.setattr(value_labels, "answer_line", lambda text: text)
   values = value_labels.lm_mc_values(params, TINY, TOK, [Accepts(p) for p in real], prefixes,
                                      m=3, max_new_tokens=8, rng=jax.random.PRNGKey(1),
                                      temperature=0.0)

@@ -26,14 +26,15 @@ from metacot_jax.tasks.countdown import Countdown
 def solution_path(problem: Countdown, expansions: Sequence[trace.Expansion]) -> list[int] | None:
   """Indices of the expansions that lead from the initial state to the first goal reached,
   or None when none reaches it or a step starts from a state no earlier step made. Each
-  step's parent is the first expansion that made its parent state, as the symbolic searches
-  count it (states only shrink: the chain ends at the initial state)."""
+  step's parent is the latest earlier expansion that made its parent state: the copy a
+  depth-first search stands on, as the symbolic DFS traces count it when they reach a state
+  twice (states only shrink: the chain ends at the initial state)."""
   goal = next((j for j, e in enumerate(expansions) if problem.is_goal(e.child)), None)
   initial = tuple(sorted(problem.initial_state()))
   path = [] if goal is None else [goal]
   while path and expansions[path[-1]].parent != initial:
     parent = expansions[path[-1]].parent
-    made = next((k for k in range(path[-1]) if expansions[k].child == parent), None)
+    made = next((k for k in reversed(range(path[-1])) if expansions[k].child == parent), None)
     path = [] if made is None else path + [made]
   return path[::-1] or None
 

@@ -120,13 +120,19 @@ def linearize(problem: Countdown, expansions: Sequence[Expansion], solution_path
   `solution_path` indexes the expansions that form the solution (the last one
   reaches the target). Whenever the next expansion does not start from the
   current state, a `back to` line names the state it starts from and, with
-  `list_tried`, the steps taken from that state before.
+  `list_tried`, the steps taken from that state before. With lists, a search that takes a
+  step again from a state it reached twice is a ValueError, as in every source of traces:
+  a list names the steps not to take, and such a trace takes one.
   """
   on_path = set(solution_path)
   current = tuple(sorted(problem.initial_state()))
   lines, tried = [], {}
   for i, e in enumerate(expansions):
     parent = tuple(sorted(e.parent))
+    if list_tried and move(e.step) in map(move, tried.get(parent, ())):
+      raise ValueError(f"{problem.prompt().strip()!r}: the search takes {move(e.step)} again "
+                       f"from {state_name(parent)}; with tried-lists leave such searches out "
+                       "(trace.repeated_steps)")
     if parent != current:
       lines.append(Line(back_line(parent, tried.get(parent, ()) if list_tried else ()),
                         BACK_TAG))
@@ -217,10 +223,10 @@ def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrac
   raws = text.splitlines()
   unfinished = len(raws) - 1 if cut_off and not text.endswith("\n") else len(raws)
   for i, raw in enumerate(raws):
-    line = _VALUE.sub("", raw)
-    if line.startswith("Answer:"):
-      answer = line
+    if raw.startswith("Answer:"):  # as written: values follow steps only
+      answer = raw
       break
+    line = _VALUE.sub("", raw)
     if i == unfinished:
       break
     if not errors:
@@ -249,7 +255,7 @@ def parse(problem: Countdown, text: str, *, cut_off: bool = False) -> ParsedTrac
       errors.append(f"{raw!r}: {check.reason}")
       kinds.append(check.kind)
       continue
-    expansions.append(Expansion(current, line, tuple(check.state)))
+    expansions.append(Expansion(current, check.step or line, tuple(check.state)))
     current = tuple(check.state)
     states.append(current)
     visited.add(current)

@@ -20,7 +20,7 @@ from metacot_jax import scale
 from metacot_jax.data.tokenizer import Tokenizer, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
-from metacot_jax.search.greedy import final_answer, sample_prompts
+from metacot_jax.search.greedy import answer_line, sample_prompts
 from metacot_jax.tasks import countdown
 from metacot_jax.tasks.countdown import Countdown
 
@@ -57,7 +57,7 @@ def lm_mc_values(params, model: ModelConfig, tokenizer: Tokenizer, problems: Seq
   cfg = sampling.SamplingConfig(max_new_tokens, temperature, 0, (tokenizer.eos_id,))
   out = sample_prompts(params, model, prompts, cfg, rng, batch_size=max(1, batch_size // m),
                        group_size=m, mesh=mesh)
-  wins = [problems[i // m].verify(final_answer(tokenizer.decode(row))).ok
+  wins = [problems[i // m].verify(answer_line(tokenizer.decode(row))).ok
           for i, row in enumerate(out.tokens_BxN)]
   return np.asarray(wins, float).reshape(len(prefixes), m).mean(1)
 

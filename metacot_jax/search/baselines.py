@@ -37,7 +37,7 @@ from metacot_jax.data.tokenizer import Tokenizer, pad_batch
 from metacot_jax.models import sampling
 from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.search import step_mdp
-from metacot_jax.search.greedy import final_answer
+from metacot_jax.search.greedy import answer_line
 from metacot_jax.search.results import COMPUTE_FIELDS, SearchOutput, pass_at_k
 from metacot_jax.search.step_mdp import Node, SearchConfig
 from metacot_jax.search.step_parser import StepFormat
@@ -491,7 +491,7 @@ def sample_n(params, rng, problems: Sequence[Countdown], tokenizer: Tokenizer, m
   out, outputs, values = jax.tree.map(lambda x: x[:real], scale.to_host((out, outputs, values)))
   best = _best_of_rows(outputs, values, n=n)
   texts = [tokenizer.decode(row) for row in out.tokens_BxN]
-  answers = [final_answer(t) if done else "" for t, done in zip(texts, out.stopped_B)]
+  answers = [answer_line(t) if done else "" for t, done in zip(texts, out.stopped_B)]
   correct = np.array([problems[i // n].verify(a).ok for i, a in enumerate(answers)])
   bsz = len(problems)
   group = lambda xs: [list(xs[i * n:(i + 1) * n]) for i in range(bsz)]

@@ -14,10 +14,10 @@ from metacot_jax.models.transformer import ModelConfig
 from metacot_jax.tasks.countdown import Countdown
 
 
-def final_answer(text: str) -> str:
-  """The last `Answer:` line of a generation, or '' when there is none."""
-  lines = [l for l in text.splitlines() if l.startswith("Answer:")]
-  return lines[-1] if lines else ""
+def answer_line(text: str) -> str:
+  """The first `Answer:` line of a generation, or '' when there is none: the answer it
+  commits to (every scorer reads this one: greedy accuracy, the RL reward, value labels)."""
+  return next((l for l in text.splitlines() if l.startswith("Answer:")), "")
 
 
 def sample_prompts(params, config: ModelConfig, prompts: Sequence[Sequence[int]],
@@ -73,8 +73,8 @@ def generate(params, config: ModelConfig, tokenizer: Tokenizer, problems: Sequen
 def greedy_accuracy(params, config: ModelConfig, tokenizer: Tokenizer,
                     problems: Sequence[Countdown], *, max_new_tokens: int,
                     batch_size: int = 64, mesh=None) -> tuple[float, list[str]]:
-  """Fraction of problems whose greedy generation's final answer verifies."""
+  """Fraction of problems whose greedy generation's answer verifies."""
   texts = generate(params, config, tokenizer, problems, max_new_tokens=max_new_tokens,
                    batch_size=batch_size, mesh=mesh)
-  correct = [p.verify(final_answer(t)).ok for p, t in zip(problems, texts)]
+  correct = [p.verify(answer_line(t)).ok for p, t in zip(problems, texts)]
   return float(np.mean(correct)), texts

@@ -25,11 +25,14 @@ class Verdict:
 class StepCheck:
   """The step checker's judgement of one step, and the state it leads to.
 
-  `kind` names what was wrong in a few words ('' when ok), for counting errors by kind."""
+  `kind` names what was wrong in a few words ('' when ok), for counting errors by kind;
+  `step` is a legal step as the task itself writes it (a trace rewritten from its parsed
+  steps trains on that spelling, not on the generation's)."""
   ok: bool
   reason: str
   state: Any = None
   kind: str = ""
+  step: str = ""
 
 
 class ReasoningTask(Protocol):

@@ -210,7 +210,7 @@ def check_step(state: Sequence[Fraction], line: str) -> StepCheck:
   if sorted(left) != expected:
     return wrong(WRONG_LEFT, f"left should be ({format_state(expected)}), "
                  f"not ({format_state(left)})")
-  return StepCheck(True, "ok", tuple(expected))
+  return StepCheck(True, "ok", tuple(expected), step=format_step(a, op, b, expected))
 
 
 def verify_answer(numbers: Sequence[int], target: int, answer: str) -> Verdict:
