@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import sys
 
@@ -162,7 +163,8 @@ def sft(cfg, run: RunDir, name: str, model: ModelConfig, tc, data_fn, mesh, init
         sft_step, config=model, value_weight=cfg.value_weight,
         unlikelihood_weight=cfg.unlikelihood_weight, unlikelihood_form=cfg.unlikelihood_form),
         micro_batches=tc.micro_batches)
-    data = run.kept_arrays(name, data_fn) if keep_data else data_fn()
+    data = (run.kept_arrays(name, data_fn, json.dumps(cfg.to_dict(), sort_keys=True))
+            if keep_data else data_fn())
     state, _ = train(state, data, step, num_steps=tc.steps, batch_size=tc.batch_size,
                      seed=cfg.seed, checkpoints=checkpoints,
                      checkpoint_every=tc.checkpoint_every, config_to_save=cfg.to_dict(),

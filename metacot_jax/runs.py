@@ -12,8 +12,10 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import logging
 import os
 import time
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,16 +24,19 @@ import numpy as np
 from metacot_jax.scale import is_primary
 from metacot_jax.train.checkpoint import Checkpoints
 
+_log = logging.getLogger(__name__)
+_BUILT_WITH = "__built_with__"
+
 
 def write_atomically(path: str | os.PathLike, data: str | bytes):
   """Writes a file beside `path`, then renames it over `path`: a kill leaves the old file or
   the new one, never a part of one."""
   path = Path(path)
   tmp = path.with_name(path.name + ".tmp")
-  if isinstance(data, bytes):
-    tmp.write_bytes(data)
-  else:
-    tmp.write_text(data)
+  with open(tmp, "wb") as f:
+    f.write(data if isinstance(data, bytes) else data.encode())
+    f.flush()
+    os.fsync(f.fileno())  # on disk before the rename: a lost host leaves no empty file
   tmp.replace(path)
 
 
@@ -59,8 +64,8 @@ class RunDir:
 
   def lock(self):
     """Holds the folder while this RunDir lives (the OS lets go when the process ends,
-    killed or not): a second job started on the same workdir, such as a sweep started
-    twice, stops at once instead of writing the same files. Process 0 only."""
+    killed or not): a second job started on the same workdir stops at once instead of
+    writing the same files. Process 0 only."""
     if not is_primary():
       return
     self._lock_file = open(self.path / ".lock", "w")  # pylint: disable=consider-using-with
@@ -111,21 +116,31 @@ class RunDir:
       self.save(key, value)
     return self.results[key]
 
-  def kept_arrays(self, name: str, fn: Callable[[], dict[str, np.ndarray]]
+  def kept_arrays(self, name: str, fn: Callable[[], dict[str, np.ndarray]], built_with: str
                   ) -> dict[str, np.ndarray]:
     """`fn()`, kept in `arrays/<name>.npz` until `forget_arrays(name)`: a training phase
     killed part-way resumes on the arrays it started with, not on a rebuild that may cost
     hours (a Meta-STaR round's search) or differ (sampling on another device or process).
-    In a multi-host run every process calls `fn()` (it may hold collectives); process 0
-    writes the file."""
+
+    `built_with` names what built them (e.g. the config as JSON): arrays kept from another
+    one, or a file that cannot be read, are built again. In a multi-host run every process
+    calls `fn()` (it may hold collectives); process 0 writes the file."""
     path = self.path / "arrays" / f"{name}.npz"
     if path.exists():
-      with np.load(path) as saved:
-        return dict(saved)
+      try:
+        with np.load(path) as saved:
+          arrays = dict(saved)
+      except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # empty or cut off
+        arrays, why = {}, f"cannot be read ({e})"
+      else:
+        why = "was built with another config"
+      if str(arrays.pop(_BUILT_WITH, "")) == built_with:
+        return arrays
+      _log.warning("%s %s: building %s's data again", path, why, name)
     arrays = fn()
     if is_primary():
       path.parent.mkdir(exist_ok=True)
-      write_arrays(path, arrays)
+      write_arrays(path, {**arrays, _BUILT_WITH: np.array(built_with)})
     return arrays
 
   def forget_arrays(self, name: str):

@@ -1029,6 +1029,22 @@ def test_search_traces_from_the_memorizing_model(searched):
   assert backtracks > 0  # the search explored beside its solutions, and the trace shows it
 
 
+def test_a_solved_search_left_out_for_a_repeated_step_still_counts_as_solved(searched,
+                                                                           monkeypatch):
+  """With tried-lists a tree that takes a step twice gives no trace, but it did reach a
+  verified answer: the AlphaZero value target says so."""
+  problems, params, _, out, _ = searched
+  def repeated(problem, *args, **kwargs):
+    raise trace.RepeatedStep(f"{problem.prompt()}: a step taken again")
+  monkeypatch.setattr(from_search.trace, "linearize", repeated)
+  traces, targets = from_search.search_traces(params, MODEL, TOK, problems, SEARCH, MCTS,
+                                              batch_size=len(problems), seed=SEARCH_SEED,
+                                              list_tried=True)
+  solved = (out.search_tree.embeddings.score == 1.0).any(axis=1)
+  assert traces == [] and solved.sum() >= 2
+  np.testing.assert_array_equal(targets["outcome"], solved.astype(float))
+
+
 def test_search_traces_reject_play_mode_and_no_problems(searched):
   problems, params, _, _, _ = searched
   play = dataclasses.replace(MCTS, mode="play")
@@ -1567,7 +1583,7 @@ def test_a_search_that_takes_a_listed_step_again_is_not_linearized_with_lists():
                 Expansion(_f(6, 30), "30 - 6 = 24 (left: 24)", _f(24))]
   text = trace.trace_text(trace.linearize(problem, expansions, [6, 7, 8], list_tried=False))
   assert text.count("9 - 4 = 5 (left: 5)") == 2  # without lists: a plain revisit
-  with pytest.raises(ValueError, match=r"takes 9 - 4 again from 4 9; with tried-lists"):
+  with pytest.raises(trace.RepeatedStep, match=r"takes 9 - 4 again from 4 9; with tried-lists"):
     trace.linearize(problem, expansions, [6, 7, 8], list_tried=True)
   assert trace.repeated_steps(expansions) == 1  # what the other sources leave out by
 

@@ -1,6 +1,7 @@
 """The run directory: phases that survive restarts, and configs that change between them."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -67,23 +68,40 @@ def test_kept_arrays_are_read_back_until_forgotten(tmp_path):
     builds.append(1)
     return {"tokens": np.arange(6, dtype=np.int32).reshape(2, 3) + len(builds)}
 
-  first = RunDir(tmp_path).kept_arrays("star_1", build)
-  again = RunDir(tmp_path).kept_arrays("star_1", build)  # the restarted job
-  assert len(builds) == 1
+  first = RunDir(tmp_path).kept_arrays("star_1", build, "config A")
+  again = RunDir(tmp_path).kept_arrays("star_1", build, "config A")  # the restarted job
+  assert len(builds) == 1 and set(again) == {"tokens"}
   np.testing.assert_array_equal(again["tokens"], first["tokens"])
   assert again["tokens"].dtype == np.int32
   RunDir(tmp_path).forget_arrays("star_1")
   assert not (tmp_path / "arrays" / "star_1.npz").exists()
-  RunDir(tmp_path).kept_arrays("star_1", build)
+  RunDir(tmp_path).kept_arrays("star_1", build, "config A")
   assert len(builds) == 2
   assert not list((tmp_path / "arrays").glob("*.tmp"))
 
 
-def test_write_atomically_leaves_the_old_file_when_the_write_fails(tmp_path):
+def test_kept_arrays_of_another_config_or_unreadable_are_built_again(tmp_path, caplog):
+  """A run resumed with other overrides runs the rest with them, a killed round's data too."""
+  builds = []
+  build = lambda: builds.append(1) or {"x": np.full(3, len(builds))}
+  RunDir(tmp_path).kept_arrays("star_1", build, "config A")
+  resumed = RunDir(tmp_path).kept_arrays("star_1", build, "config B")
+  assert len(builds) == 2 and (resumed["x"] == 2).all()
+  assert "was built with another config: building star_1's data again" in caplog.text
+  assert (RunDir(tmp_path).kept_arrays("star_1", build, "config B")["x"] == 2).all()
+  (tmp_path / "arrays" / "star_1.npz").write_bytes(b"")  # a file a lost host left empty
+  assert (RunDir(tmp_path).kept_arrays("star_1", build, "config B")["x"] == 3).all()
+  assert "cannot be read" in caplog.text
+
+
+def test_write_atomically_leaves_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
   path = tmp_path / "trial.json"
   write_atomically(path, '{"status": "done"}')
-  with pytest.raises(TypeError):
-    write_atomically(path, {"not": "text"})  # fails before the old file is touched
+  def disk_full(fd):
+    raise OSError(28, "No space left on device")
+  monkeypatch.setattr(os, "fsync", disk_full)
+  with pytest.raises(OSError, match="No space left"):
+    write_atomically(path, '{"status": "failed", "error": "a long log"}')
   assert json.loads(path.read_text()) == {"status": "done"}
 
 

@@ -112,8 +112,10 @@ def search_traces(params, model: ModelConfig, tokenizer: Tokenizer, problems: Se
         try:
           out.append((start + b, trace.linearize(chunk[b], *found, list_tried=list_tried)))
           solved[b] = True
-        except ValueError:  # the path is not a legal solution (possible without the
-          continue          # verifier), or with tried-lists a step is taken twice
+        except trace.RepeatedStep:  # solved, but with tried-lists no trace of it is kept
+          solved[b] = True
+        except ValueError:  # the path is not a legal solution (possible without the verifier)
+          continue
     batch = alphazero.search_targets(roots, policy_output, solved, value_target)
     targets.append({k: v[:real] for k, v in batch.items()})
   width = max(t["prefix"].shape[1] for t in targets)  # chunks' prefixes differ in width

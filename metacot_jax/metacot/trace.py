@@ -113,6 +113,11 @@ def back_line(state: Sequence[Fraction], tried: Sequence[str] = ()) -> str:
   return BACK + state_name(state) + listed
 
 
+class RepeatedStep(ValueError):
+  """A search takes a step again from a state it reached twice: with tried-lists its trace
+  is left out (the lists name the steps not to take)."""
+
+
 def linearize(problem: Countdown, expansions: Sequence[Expansion], solution_path: Sequence[int],
               *, value_digits: bool = False, list_tried: bool = False) -> list[Line]:
   """Z then S for a search given in visit order.
@@ -121,8 +126,9 @@ def linearize(problem: Countdown, expansions: Sequence[Expansion], solution_path
   reaches the target). Whenever the next expansion does not start from the
   current state, a `back to` line names the state it starts from and, with
   `list_tried`, the steps taken from that state before. With lists, a search that takes a
-  step again from a state it reached twice is a ValueError, as in every source of traces:
-  a list names the steps not to take, and such a trace takes one.
+  step again from a state it reached twice raises `RepeatedStep`, as every source of traces
+  leaves such searches out: a list names the steps not to take, and such a trace takes one.
+  ValueError when the path is not a legal solution.
   """
   on_path = set(solution_path)
   current = tuple(sorted(problem.initial_state()))
@@ -130,7 +136,7 @@ def linearize(problem: Countdown, expansions: Sequence[Expansion], solution_path
   for i, e in enumerate(expansions):
     parent = tuple(sorted(e.parent))
     if list_tried and move(e.step) in map(move, tried.get(parent, ())):
-      raise ValueError(f"{problem.prompt().strip()!r}: the search takes {move(e.step)} again "
+      raise RepeatedStep(f"{problem.prompt().strip()!r}: the search takes {move(e.step)} again "
                        f"from {state_name(parent)}; with tried-lists leave such searches out "
                        "(trace.repeated_steps)")
     if parent != current:

@@ -429,7 +429,7 @@ def check_greedy_fits(roots: Node, model: ModelConfig, max_new_tokens: int):
 class SampleSet(NamedTuple):
   """N whole solutions per problem (host side; [B, N] arrays, row-major per problem)."""
   texts: list[list[str]]  # generations, up to `<eos>`
-  answers: list[list[str]]  # their last `Answer:` line ('' when none or cut off)
+  answers: list[list[str]]  # their first `Answer:` line ('' when none or cut off)
   correct: np.ndarray  # [B, N] bool: the answer verifies
   values: np.ndarray  # [B, N] PRM value at the end of the last step line (of the prompt if none)
   compute: dict  # field -> [B, N] int work of each sample (COMPUTE_FIELDS)
@@ -469,7 +469,7 @@ def sample_n(params, rng, problems: Sequence[Countdown], tokenizer: Tokenizer, m
 
   Rows are the prompts repeated n times (each row prefilled on its own: 1 prefill +
   one forward per generated token), split over the `data` axis of `mesh` if given.
-  Verdicts verify the last `Answer:` line of a generation that ended (at `<eos>`); a
+  Verdicts verify the first `Answer:` line of a generation that ended (at `<eos>`); a
   cut-off one has no answer.
   """
   if n < 1:
