@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from experiments import configs, report
-from metacot_jax.runs import write_atomically
+from metacot_jax.runs import lock_folder, write_atomically
 
 SUMMARY_KEYS = ("greedy/cot/test", "greedy/metacot/test", "mcts/verifier/tree/",
                 "mcts/learned/tree/")
@@ -186,6 +186,10 @@ def main(argv=None):
 
   root = Path(args.workdir)
   root.mkdir(parents=True, exist_ok=True)
+  try:
+    held = lock_folder(root)  # for the whole sweep: a second one here stops at once
+  except RuntimeError as e:
+    raise SystemExit(str(e)) from None
   grid = parse_grid(args.grid)
   keys = [k for k, _ in grid]
   fixed = parse_overrides(args.fixed, "--set", many=False)
@@ -255,8 +259,9 @@ def main(argv=None):
               "Meta-CoT - CoT, hard |", "| --- | --- | --- | --- | --- | --- |"]
     lines += seed_rows([(o, json.loads((root / n / "results.json").read_text()))
                         for n, o in zip(names, trials) if (root / n / "results.json").exists()])
-  (root / "summary.md").write_text("\n".join(lines) + "\n")
+  write_atomically(root / "summary.md", "\n".join(lines) + "\n")
   print("\n".join(lines))
+  held.close()
   return 0 if all(s["status"] == "done" for s in statuses.values()) else 1
 
 

@@ -47,6 +47,22 @@ def write_arrays(path: str | os.PathLike, arrays: dict[str, np.ndarray]):
   write_atomically(path, buffer.getvalue())
 
 
+def lock_folder(path: str | os.PathLike):
+  """An exclusive lock on `path/.lock`, held while the returned file stays open (the OS lets
+  go when the process ends, killed or not): a second job started on the same folder stops
+  at once, with a RuntimeError that says so, instead of writing the same files."""
+  lock_file = open(Path(path) / ".lock", "w")  # pylint: disable=consider-using-with
+  try:
+    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    lock_file.close()
+    raise RuntimeError(f"another job is running in {path}: wait for it to end (or stop it), "
+                       "or give this one another --workdir") from None
+  except OSError:  # a file system without locks: run unguarded
+    pass
+  return lock_file
+
+
 def _parsed(line: str) -> dict | None:
   try:
     return json.loads(line)
@@ -63,19 +79,9 @@ class RunDir:
                                     if self.results_path.exists() else {})
 
   def lock(self):
-    """Holds the folder while this RunDir lives (the OS lets go when the process ends,
-    killed or not): a second job started on the same workdir stops at once instead of
-    writing the same files. Process 0 only."""
-    if not is_primary():
-      return
-    self._lock_file = open(self.path / ".lock", "w")  # pylint: disable=consider-using-with
-    try:
-      fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise RuntimeError(f"another job is running in {self.path}: wait for it to end (or "
-                         "stop it), or give this one another --workdir") from None
-    except OSError:  # a file system without locks: run unguarded
-      pass
+    """Holds the folder while this RunDir lives (`lock_folder`). Process 0 only."""
+    if is_primary():
+      self._lock_file = lock_folder(self.path)
 
   def log(self, phase: str, step: int, metrics: dict):
     """Appends one row to metrics.jsonl."""

@@ -17,6 +17,7 @@ from absl import app
 from experiments import configs, game24_mcts, report, sweep
 from metacot_jax.data.tokenizer import Tokenizer
 from metacot_jax.metacot import evaluate
+from metacot_jax import runs
 from metacot_jax.runs import RunDir
 from metacot_jax.train.state import OptimizerConfig, create_train_state
 from tests.jobs import REPO, TINY, run_job
@@ -796,6 +797,17 @@ def test_sweep_skips_done_trials_and_records_failures(tmp_path, capsys):
           "delete") in capsys.readouterr().out
   assert _sweep(["--workdir", tmp_path, "--grid", "acc= 0.25", "--grid", "fail=0"]) == 0
   assert "[skip] acc=0.25_fail=0: done\n" in capsys.readouterr().out  # the same values
+
+
+def test_a_second_sweep_in_a_folder_in_use_stops_at_once(tmp_path):
+  """Two sweeps on one folder would start the same trials and record each other's trials
+  as failed."""
+  held = runs.lock_folder(tmp_path)  # a sweep running there
+  with pytest.raises(SystemExit, match=f"another job is running in {tmp_path}"):
+    _sweep(["--workdir", tmp_path, "--grid", "acc=0.25"])
+  assert not list(tmp_path.glob("acc=*"))  # nothing started
+  held.close()
+  assert _sweep(["--workdir", tmp_path, "--grid", "acc=0.25"]) == 0
 
 
 def test_sweep_summarises_each_config_over_its_seeds(tmp_path):
