@@ -136,9 +136,9 @@ def linearize(problem: Countdown, expansions: Sequence[Expansion], solution_path
   for i, e in enumerate(expansions):
     parent = tuple(sorted(e.parent))
     if list_tried and move(e.step) in map(move, tried.get(parent, ())):
-      raise RepeatedStep(f"{problem.prompt().strip()!r}: the search takes {move(e.step)} again "
-                       f"from {state_name(parent)}; with tried-lists leave such searches out "
-                       "(trace.repeated_steps)")
+      raise RepeatedStep(f"{problem.prompt().strip()!r}: the search takes {move(e.step)} "
+                         f"again from {state_name(parent)}; with tried-lists leave such "
+                         "searches out (trace.repeated_steps)")
     if parent != current:
       lines.append(Line(back_line(parent, tried.get(parent, ()) if list_tried else ()),
                         BACK_TAG))
