@@ -149,6 +149,23 @@ def test_reinforce_gradient_is_advantage_times_score():
   chex.assert_trees_all_close(grads, expected, atol=1e-6)
 
 
+def test_old_logprobs_off_the_generated_tokens_do_not_reach_the_loss():
+  """Only generated tokens are scored: the prompt's and the padding's log-probs may have
+  drifted any distance between epochs without a NaN in the loss or its gradient."""
+  params = _init(TOY, jax.random.PRNGKey(0))
+  _, out = _toy_batch(params, jax.random.PRNGKey(3))
+  old = rl.token_logprobs(params, out.tokens_BxL, config=TOY)
+  drifted = jnp.where(out.mask_BxL > 0, old, old - 100.0)  # exp(100) overflows float32
+  cfg = rl.LossConfig(beta=0.1, clip_eps=0.2)
+  grad = lambda o: jax.value_and_grad(rl.rl_loss, has_aux=True)(
+      params, params, {"tokens": out.tokens_BxL, "mask": out.mask_BxL, "old_logprobs": o,
+                       "advantages": jnp.linspace(-1, 1, 8)}, TOY, cfg)
+  (loss, _), grads = grad(old)
+  (loss2, _), grads2 = grad(drifted)
+  assert np.isfinite(float(loss2)) and float(loss2) == pytest.approx(float(loss), abs=1e-6)
+  chex.assert_trees_all_close(grads, grads2, atol=1e-6)
+
+
 def test_on_policy_loss_without_old_logprobs_equals_the_explicit_one():
   """One epoch needs no old log-probs: stop_gradient(log pi) gives the same loss and grads."""
   params = _init(TOY, jax.random.PRNGKey(0))

@@ -160,7 +160,9 @@ def rl_loss(params, ref_params, batch: dict, config: ModelConfig, loss: LossConf
   entropy_BxL = jnp.pad(token_entropy(logits[:, :-1]), ((0, 0), (1, 0)))
   old_BxL = batch.get("old_logprobs")
   old_BxL = jax.lax.stop_gradient(logp_BxL) if old_BxL is None else old_BxL
-  ratio_BxL = jnp.exp(logp_BxL - old_BxL)
+  # the ratio only where a generated token is scored: elsewhere a drift of 88+ nats between
+  # epochs would make it inf, and inf * 0 a NaN loss
+  ratio_BxL = jnp.exp(jnp.where(mask > 0, logp_BxL - old_BxL, 0.0))
   surrogate_BxL = clipped_surrogate(ratio_BxL, batch["advantages"][:, None], loss.clip_eps)
   count = jnp.maximum(jnp.sum(mask) if total is None else total, 1.0)
   mean = lambda x: jnp.sum(x * mask) / count
