@@ -439,6 +439,25 @@ def test_check_fits_and_sample_reject_overlong(params):
            sampling=too_long)
 
 
+def test_check_fits_rejects_a_top_k_past_the_vocabulary():
+  check_fits(CFG, 4, SamplingConfig(8, top_k=CFG.vocab_size))
+  with pytest.raises(ValueError, match="top_k 62 exceeds the model's vocabulary of 61"):
+    check_fits(CFG, 4, SamplingConfig(8, top_k=62))
+
+
+def test_rows_past_learned_positions_are_rejected_not_clamped():
+  """Learned positions have one embedding per place: a longer row would reuse the last one.
+  Rotary positions have no such limit (max_len sizes only the cache)."""
+  learned = dataclasses.replace(CFG, position="learned")
+  params = init_params(learned, jax.random.PRNGKey(0))
+  forward(params, learned, jnp.ones((1, CFG.max_len), jnp.int32))
+  with pytest.raises(ValueError, match="rows of 33 tokens do not fit a model with learned "
+                     "positions for 32"):
+    forward(params, learned, jnp.ones((1, CFG.max_len + 1), jnp.int32))
+  rope = init_params(CFG, jax.random.PRNGKey(0))
+  assert forward(rope, CFG, jnp.ones((1, CFG.max_len + 1), jnp.int32))[0].shape[1] == 33
+
+
 def test_model_config_validation():
   with pytest.raises(ValueError, match="divisible"):
     ModelConfig(vocab_size=61, d_model=30, num_heads=4)

@@ -121,6 +121,9 @@ def check_fits(config: ModelConfig, prompt_width: int, sampling: SamplingConfig)
     raise ValueError(
         f"prompt width {prompt_width} + max_new_tokens {sampling.max_new_tokens} exceeds the "
         f"model's max_len {config.max_len}; shorten one or build a model with a longer context")
+  if sampling.top_k > config.vocab_size:
+    raise ValueError(f"SamplingConfig.top_k {sampling.top_k} exceeds the model's vocabulary of "
+                     f"{config.vocab_size} tokens; use at most that (0 samples from all)")
 
 
 @functools.partial(jax.jit, static_argnames=("config", "sampling", "group_size"))

@@ -168,6 +168,10 @@ class PolicyValueLM(nn.Module):
     if segments_BxL is not None and positions_BxL is None:
       raise ValueError("packed rows need their positions (restarting in each example) beside "
                        "the segments; data.examples.pack gives both")
+    if cfg.position == "learned" and cache is None and tokens_BxL.shape[1] > cfg.max_len:
+      raise ValueError(f"rows of {tokens_BxL.shape[1]} tokens do not fit a model with learned "
+                       f"positions for {cfg.max_len}; cut the rows or build it with a longer "
+                       "max_len")
     if positions_BxL is None:
       positions_BxL = jnp.broadcast_to(jnp.arange(tokens_BxL.shape[1]), tokens_BxL.shape)
     x_BxLxD = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.dtype, name="embed")(tokens_BxL)
