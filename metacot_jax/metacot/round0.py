@@ -74,6 +74,10 @@ def symbolic_traces(problems: Sequence[Countdown], traces_per_problem: int, seed
         found = symbolic.astar(problem, rng, noise_scale=noise)
       else:
         found = symbolic.dfs(problem, rng, max_children=max_children, noise_scale=noise)
-      if found is not None and not (list_tried and trace.repeated_steps(found[0])):
+      if found is None:
+        continue
+      try:
         out.append((problem, trace.linearize(problem, *found, list_tried=list_tried)))
+      except trace.RepeatedStep:  # linearize keeps the rule for every source of traces
+        continue
   return out
